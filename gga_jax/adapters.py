@@ -1,0 +1,128 @@
+"""Adapter modules of SPEC §2 and the container that holds one adapter per edge.
+
+A(x) = alpha * (sigma(LN(x) W_down + b_down) W_up + b_up), with W_up and b_up
+zero-initialised so that inserting an adapter leaves the pre-trained function
+unchanged. The "linear" adapter of the paper's Appendix D is x W with a
+zero-initialised d x d matrix W; its gradient is what GGA scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gga_jax import graph
+
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "identity": lambda x: x}
+KINDS = ("bottleneck", "linear")
+
+
+class Bottleneck(nn.Module):
+    """The bottleneck adapter of SPEC §2 (paper Eq. 1) with hidden size `rank`."""
+
+    rank: int
+    activation: str = "gelu"
+    layer_norm: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        h = nn.LayerNorm(name="norm")(x) if self.layer_norm else x
+        h = nn.Dense(self.rank, dtype=self.dtype, name="down")(h)
+        h = ACTIVATIONS[self.activation](h)
+        # SPEC §2: the up-projection starts at zero so A(x) = 0 at initialisation.
+        h = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="up")(h)
+        alpha = self.param("alpha", nn.initializers.ones, ())
+        return (alpha * h).astype(x.dtype)
+
+
+class Linear(nn.Module):
+    """The d x d linear adapter x W of the paper's Appendix D, W = 0 at init."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.zeros, (d, d))
+        return jnp.einsum("...d,de->...e", x.astype(self.dtype), kernel.astype(self.dtype)).astype(
+            x.dtype
+        )
+
+
+def _key(edge: graph.Edge) -> str:
+    return f"{edge[0]}_{edge[1]}"
+
+
+def edge_name(edge: graph.Edge) -> str:
+    """Parameter name of an edge's adapter under `adapters/`, e.g. "edge_3_5"."""
+    return "edge_" + _key(edge)
+
+
+def resolve_ranks(edges: tuple[graph.Edge, ...], rank) -> tuple[int, ...]:
+    """Per-edge ranks from an int, a sequence aligned with `edges`, or a {edge: rank} map."""
+    if isinstance(rank, Mapping):
+        extra = sorted(set(map(tuple, rank)) - set(edges))
+        missing = [e for e in edges if e not in rank]
+        if extra or missing:
+            raise ValueError(
+                f"adapter_rank map does not match the edges: missing {missing}, extra {extra}."
+            )
+        ranks = tuple(rank[e] for e in edges)
+    elif isinstance(rank, (list, tuple)):
+        if len(rank) != len(edges):
+            raise ValueError(
+                f"adapter_rank has {len(rank)} entries for {len(edges)} edges; give one per edge."
+            )
+        ranks = tuple(rank)
+    else:
+        ranks = (rank,) * len(edges)
+    bad = [
+        (e, r)
+        for e, r in zip(edges, ranks)
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1
+    ]
+    if bad:
+        raise ValueError(f"Adapter ranks must be positive integers; got (edge, rank) {bad}.")
+    return ranks
+
+
+class EdgeAdapters(nn.Module):
+    """One adapter per edge, stored as `edge_{i}_{j}` under this module.
+
+    Attributes:
+      edges: canonical static edge list (see graph.validate_edges).
+      kind: "bottleneck" (SPEC §2) or "linear" (d x d, used for scoring).
+      ranks: per-edge hidden size of bottleneck adapters, aligned with `edges`.
+      activation, layer_norm: bottleneck settings of SPEC §2.
+    """
+
+    edges: tuple[graph.Edge, ...]
+    kind: str = "bottleneck"
+    ranks: tuple[int, ...] = ()
+    activation: str = "gelu"
+    layer_norm: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Unknown adapter kind {self.kind!r}; valid: {KINDS}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Unknown adapter activation {self.activation!r}; valid: {tuple(ACTIVATIONS)}."
+            )
+        if self.kind == "linear":
+            make = lambda r: Linear(dtype=self.dtype)  # noqa: E731
+        else:
+            make = lambda r: Bottleneck(r, self.activation, self.layer_norm, self.dtype)  # noqa: E731
+        ranks = self.ranks or (0,) * len(self.edges)
+        # A dict attribute names its children "edge_" + key, i.e. edge_{i}_{j}.
+        self.edge = {_key(e): make(r) for e, r in zip(self.edges, ranks)}
+
+    def __call__(self, edge: graph.Edge, x):
+        """Applies the adapter of `edge` to the node value x of shape (..., d)."""
+        return self.edge[_key(edge)](x)

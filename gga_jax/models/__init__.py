@@ -1,0 +1,1 @@
+"""Backbones on the adapter graph: ViT (vit.py)."""

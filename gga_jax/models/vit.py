@@ -1,0 +1,241 @@
+"""Vision Transformer with adapters on the edges of the SPEC §1 graph.
+
+The parameter tree uses big_vision's names (`embedding`, `cls`,
+`pos_embedding`, `Transformer/encoderblock_{l}/...`, `Transformer/encoder_norm`,
+`head`), so its checkpoints map one to one; all adapter parameters live under
+the single top-level key `adapters`.
+
+    model = vit.Model(num_classes=10, variant="B/16", edges=((0, 5), (24, 3)))
+    params = model.init(rng, images)["params"]
+    logits = model.apply({"params": params}, images)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from gga_jax import adapters as adapters_lib
+from gga_jax import graph
+
+# width, depth, mlp_dim, num_heads (big_vision's table).
+VARIANTS = {
+    "mu": (32, 1, 128, 2),
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+}
+
+
+def decode_variant(variant: str) -> dict[str, Any]:
+    """ "B/16" -> dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=(16, 16))."""
+    match = re.fullmatch(r"(\w+)/(\d+)", variant or "")
+    if not match or match.group(1) not in VARIANTS:
+        raise ValueError(
+            f"Unknown ViT variant {variant!r}; use '<size>/<patch>' with size in {tuple(VARIANTS)}."
+        )
+    width, depth, mlp_dim, num_heads = VARIANTS[match.group(1)]
+    patch = int(match.group(2))
+    return dict(
+        width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=(patch, patch)
+    )
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """Fixed 2-D sine-cosine position embedding of shape (1, h * w, width)."""
+    if width % 4:
+        raise ValueError(f"sincos2d position embedding needs width divisible by 4, got {width}.")
+    y, x = np.mgrid[:h, :w]
+    omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+    y = y.reshape(-1)[:, None] * omega[None]
+    x = x.reshape(-1)[:, None] * omega[None]
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)[None].astype(
+        np.float32
+    )
+
+
+class MlpBlock(nn.Module):
+    """Transformer MLP: Dense -> gelu -> Dense."""
+
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        init = dict(
+            kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6)
+        )
+        x = nn.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
+        x = nn.gelu(x)
+        return nn.Dense(d, dtype=self.dtype, **init)(x)
+
+
+class Encoder1DBlock(nn.Module):
+    """A pre-LN block split into its two residual sub-blocks (two graph nodes)."""
+
+    mlp_dim: int
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.LayerNorm_0 = nn.LayerNorm()
+        self.MultiHeadDotProductAttention_0 = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype
+        )
+        self.LayerNorm_1 = nn.LayerNorm()
+        self.MlpBlock_0 = MlpBlock(self.mlp_dim, self.dtype)
+
+    def attention(self, x):
+        """Node 2l + 1 from node 2l: x + MHSA(LN(x))."""
+        y = self.LayerNorm_0(x)
+        return x + self.MultiHeadDotProductAttention_0(y, y).astype(x.dtype)
+
+    def mlp(self, x):
+        """Node 2l + 2 from node 2l + 1: x + MLP(LN(x))."""
+        return x + self.MlpBlock_0(self.LayerNorm_1(x)).astype(x.dtype)
+
+    def __call__(self, x):
+        return self.mlp(self.attention(x))
+
+
+class Encoder(nn.Module):
+    """The stack of blocks, exposed as 2L residual steps plus the final norm."""
+
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        # A dict attribute names its children encoderblock_{l}, as big_vision does.
+        self.encoderblock = {
+            str(layer): Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype)
+            for layer in range(self.depth)
+        }
+        self.encoder_norm = nn.LayerNorm()
+
+    def step(self, k: int, x):
+        """The plain map from node k - 1 to node k (1 <= k <= 2L)."""
+        block = self.encoderblock[str((k - 1) // 2)]
+        return block.attention(x) if k % 2 else block.mlp(x)
+
+    def norm(self, x):
+        return self.encoder_norm(x)
+
+    def __call__(self, x):
+        for k in range(1, 2 * self.depth + 1):
+            x = self.step(k, x)
+        return self.norm(x)
+
+
+class _Model(nn.Module):
+    """ViT with a static edge list of adapters (see `Model` for the arguments)."""
+
+    num_classes: int | None
+    patch_size: Sequence[int] = (16, 16)
+    width: int = 768
+    depth: int = 12
+    mlp_dim: int = 3072
+    num_heads: int = 12
+    posemb: str = "learn"
+    pool_type: str = "tok"
+    head_zeroinit: bool = True
+    edges: tuple[graph.Edge, ...] = ()
+    adapter_kind: str = "bottleneck"
+    adapter_rank: tuple[int, ...] = ()
+    adapter_activation: str = "gelu"
+    adapter_layer_norm: bool = True
+    dtype: Any = jnp.float32
+
+    def _embed(self, image):
+        x = nn.Conv(
+            self.width,
+            tuple(self.patch_size),
+            strides=tuple(self.patch_size),
+            padding="VALID",
+            dtype=self.dtype,
+            name="embedding",
+        )(image)
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c).astype(jnp.float32)
+        if self.posemb == "learn":
+            pos = self.param("pos_embedding", nn.initializers.normal(c**-0.5), (1, h * w, c))
+        elif self.posemb == "sincos2d":
+            pos = posemb_sincos_2d(h, w, c)
+        else:
+            raise ValueError(f"Unknown posemb {self.posemb!r}; valid: 'learn', 'sincos2d'.")
+        x = x + pos
+        if self.pool_type == "tok":
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, c))
+            x = jnp.concatenate([jnp.tile(cls, (b, 1, 1)), x], axis=1)
+        return x
+
+    def _pool(self, x):
+        if self.pool_type == "tok":
+            return x[:, 0]
+        if self.pool_type == "gap":
+            return jnp.mean(x, axis=1)
+        raise ValueError(f"Unknown pool_type {self.pool_type!r}; valid: 'tok', 'gap'.")
+
+    @nn.compact
+    def __call__(self, image, *, return_nodes: bool = False, perturb_nodes: bool = False):
+        """Logits (B, num_classes) for NHWC images; with return_nodes, (logits, out).
+
+        out["nodes"] is the tuple of the n = 2L + 1 node values, each (B, T, d);
+        out["pre_logits"] the pooled representation. perturb_nodes adds a zero
+        variable `node_{k}` of collection "perturbations" at every node, whose
+        gradient is the cotangent dL/dx_k (used by scoring).
+        """
+        edges = graph.validate_edges(self.edges, self.depth)
+        encoder = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, name="Transformer")
+        adapt = None
+        if edges:
+            adapt = adapters_lib.EdgeAdapters(
+                edges,
+                self.adapter_kind,
+                adapters_lib.resolve_ranks(edges, self.adapter_rank or 8),
+                self.adapter_activation,
+                self.adapter_layer_norm,
+                self.dtype,
+                name="adapters",
+            )
+        steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
+        tap = (lambda k, x: self.perturb(f"node_{k}", x)) if perturb_nodes else None
+        nodes = graph.propagate(self._embed(image), steps, edges, adapt, tap)
+        pre_logits = self._pool(encoder.norm(nodes[-1]))
+        logits = pre_logits
+        if self.num_classes:
+            init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
+            logits = nn.Dense(self.num_classes, kernel_init=init, name="head")(pre_logits)
+        if return_nodes:
+            return logits, {"nodes": nodes, "pre_logits": pre_logits}
+        return logits
+
+
+def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -> _Model:  # noqa: N802
+    """A ViT factory in big_vision's style: `Model(10, variant="B/16", edges=...)`.
+
+    Keyword arguments override the variant (e.g. `width=32, depth=3` for a tiny
+    test model). `edges` is validated and canonicalised; `adapter_rank` is an
+    int, a per-edge sequence or an {edge: rank} map.
+    """
+    config = {**(decode_variant(variant) if variant else {}), **kw}
+    if isinstance(config.get("patch_size"), int):
+        config["patch_size"] = (config["patch_size"],) * 2
+    config["patch_size"] = tuple(config.get("patch_size", (16, 16)))
+    edges = graph.validate_edges(config.pop("edges", ()), config.get("depth", 12))
+    rank = config.pop("adapter_rank", 8)
+    ranks = adapters_lib.resolve_ranks(edges, rank) if edges else ()
+    return _Model(num_classes, edges=edges, adapter_rank=ranks, **config)
