@@ -1,0 +1,29 @@
+"""gga_jax: Gradient-Guided Adapter placement and training in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# Versions that were installed and tested together (Python 3.11, CPU).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml_collections==1.1.0",
+    "numpy==2.4.6",
+    "matplotlib==3.11.2",
+    "safetensors",
+    "tokenizers",
+]
+
+TEST_REQUIRES = ["pytest==9.2.0", "ruff==0.17.6"]
+
+setup(
+    name="gga_jax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["gga_jax", "gga_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+)
