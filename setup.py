@@ -12,11 +12,15 @@ INSTALL_REQUIRES = [
     "ml_collections==1.1.0",
     "numpy==2.4.6",
     "matplotlib==3.11.2",
-    "safetensors",
-    "tokenizers",
+    "safetensors==0.8.0",
+    "tokenizers==0.23.3",
+    "tensorboardX==2.6.5",
+    "tqdm==4.70.1",
+    "absl-py",
 ]
 
-TEST_REQUIRES = ["pytest==9.2.0", "ruff==0.17.6"]
+# Test-only references for numerical parity (torch 2.13.0 is the CPU wheel on local disk).
+TEST_REQUIRES = ["pytest==9.2.0", "ruff==0.17.6", "torch==2.13.0", "transformers==5.23.0"]
 
 setup(
     name="gga_jax",

@@ -1,1 +1,1 @@
-"""Backbones on the adapter graph: ViT (vit.py)."""
+"""Backbones on the adapter graph: ViT (vit.py), BERT/RoBERTa (text.py)."""
