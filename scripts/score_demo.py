@@ -33,7 +33,7 @@ def main() -> None:
     model = vit.Model(10, width=64, depth=4, num_heads=4, mlp_dim=128, patch_size=4)
     images = jax.random.normal(jax.random.PRNGKey(0), (args.batch, 16, 16, 3))
     labels = jax.random.randint(jax.random.PRNGKey(1), (args.batch,), 0, 10)
-    params = model.init(jax.random.PRNGKey(2), images)["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(2), images)["params"]
     # A random head stands in for the pre-trained one (SPEC §3 step 1).
     params["head"]["kernel"] = 0.1 * jax.random.normal(
         jax.random.PRNGKey(3), params["head"]["kernel"].shape

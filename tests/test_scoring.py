@@ -23,7 +23,7 @@ def setup():
     model = tiny()
     images = jax.random.normal(jax.random.PRNGKey(1), (8, 8, 8, 3))
     labels = jnp.arange(8) % 5
-    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), images)["params"]
     params["head"]["kernel"] = jax.random.normal(
         jax.random.PRNGKey(2), params["head"]["kernel"].shape
     )
@@ -35,7 +35,7 @@ def setup():
 def naive_gradient(params, images, labels, edge):
     """dL/dW of a real zero-initialised linear adapter on `edge` alone, via jax.grad."""
     model = tiny((edge,), adapter_kind="linear")
-    adapters = model.init(jax.random.PRNGKey(0), images[:1])["params"]["adapters"]
+    adapters = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])["params"]["adapters"]
 
     def loss(a):
         logits = model.apply({"params": {**params, "adapters": a}}, images)
@@ -78,7 +78,7 @@ def test_edge_subset_and_micro_batches_equal_one_big_batch(setup):
 def test_adapter_params_are_ignored(setup):
     model, params, images, labels = setup
     adapted = tiny(((0, 3),))
-    adapted_params = adapted.init(jax.random.PRNGKey(3), images)["params"]
+    adapted_params = jax.jit(adapted.init)(jax.random.PRNGKey(3), images)["params"]
     adapted_params = {**params, "adapters": adapted_params["adapters"]}
     np.testing.assert_array_equal(
         scoring.score_edges(adapted, adapted_params, images, labels),

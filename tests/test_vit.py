@@ -47,7 +47,7 @@ def randomise(tree, seed):
 
 
 def init_params(model, seed=0):
-    params = model.init(jax.random.PRNGKey(seed), images())["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed), images())["params"]
     params["head"] = randomise(params["head"], seed + 1)
     if "adapters" in params:
         params["adapters"] = randomise(params["adapters"], seed + 2)
@@ -167,7 +167,7 @@ def test_variants_match_big_vision_table():
 def test_zero_initialised_adapters_leave_logits_unchanged(kind):
     plain = tiny()
     adapted = tiny(MIXED_EDGES, adapter_kind=kind, adapter_rank=4)
-    params = adapted.init(jax.random.PRNGKey(0), images())["params"]
+    params = jax.jit(adapted.init)(jax.random.PRNGKey(0), images())["params"]
     params["head"] = randomise(params["head"], 1)
     backbone = {k: v for k, v in params.items() if k != "adapters"}
     np.testing.assert_allclose(
@@ -242,7 +242,7 @@ def test_pass1_is_truncated_after_ceil_imax_over_2_blocks(i_max):
     attn_dots, mlp_dots = 6, 2  # q, k, v, scores, values, out; two dense layers
 
     def dots(model):
-        params = model.init(jax.random.PRNGKey(0), images())["params"]
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), images())["params"]
         return count_dot_generals(
             jax.make_jaxpr(lambda p: model.apply({"params": p}, images()))(params).jaxpr
         )
@@ -268,7 +268,7 @@ def test_return_nodes_exposes_every_node():
 
 def test_gap_pool_and_sincos_posemb():
     model = tiny(pool_type="gap", posemb="sincos2d")
-    params = model.init(jax.random.PRNGKey(0), images())["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), images())["params"]
     assert "cls" not in params and "pos_embedding" not in params
     assert model.apply({"params": params}, images()).shape == (2, 7)
 
@@ -277,7 +277,7 @@ def test_bad_model_arguments():
     with pytest.raises(ValueError, match="node 9 outside"):
         tiny(((0, 9),))
     with pytest.raises(ValueError, match="pool_type"):
-        tiny(pool_type="max").init(jax.random.PRNGKey(0), images())
+        jax.jit(tiny(pool_type="max").init)(jax.random.PRNGKey(0), images())
     with pytest.raises(ValueError, match="adapter kind"):
         tiny(((0, 1),), adapter_kind="lora").init(jax.random.PRNGKey(0), images())
     with pytest.raises(ValueError, match="positive integers"):

@@ -1,0 +1,241 @@
+"""Training and evaluation: regex-frozen parameters, SPEC §5 optimisers, the run loop.
+
+Parameters are flattened to "a/b/c" names; a regex picks the trainable ones
+(`^(adapters|head)/` for adapters, `^head/` for a linear probe, `.*` for full
+fine-tuning). Only trainable parameters get gradients and optimizer state, and
+only they are checkpointed: the frozen backbone is never duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax.traverse_util as traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gga_jax import checkpoints
+
+TRAINABLE = {
+    "adapters": r"^(adapters|head)/",
+    "linear_probe": r"^head/",
+    "full_finetune": r".*",
+}
+
+
+def flatten(params: Mapping) -> dict[str, Any]:
+    """{"a": {"b": x}} -> {"a/b": x}."""
+    return traverse_util.flatten_dict(dict(params), sep="/")
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def partition(params: Mapping, pattern: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits params into (trainable, frozen) flat dicts by a regex on the names."""
+    regex = re.compile(pattern)
+    flat = flatten(params)
+    trainable = {k: v for k, v in flat.items() if regex.search(k)}
+    if not trainable:
+        raise ValueError(
+            f"No parameter matches the trainable pattern {pattern!r}; names: {sorted(flat)}."
+        )
+    return trainable, {k: v for k, v in flat.items() if k not in trainable}
+
+
+def count_params(flat: Mapping[str, Any]) -> int:
+    return int(sum(np.prod(np.shape(v)) for v in flat.values()))
+
+
+def schedule(config, total_steps: int) -> optax.Schedule:
+    """SPEC §5 learning-rate schedules: cosine with warm-up, or polynomial with warm-up."""
+    warmup = config.warmup_steps
+    if warmup is None or warmup < 0:
+        warmup = round(config.warmup_fraction * total_steps)
+    warmup = min(warmup, total_steps)
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, warmup, max(total_steps, warmup + 1)
+        )
+    if config.schedule == "polynomial":
+        return optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, config.lr, max(warmup, 1)),
+                optax.polynomial_schedule(config.lr, 0.0, 1.0, max(total_steps - warmup, 1)),
+            ],
+            [warmup],
+        )
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.lr)
+    raise ValueError(
+        f"Unknown schedule {config.schedule!r}; valid: 'cosine', 'polynomial', 'constant'."
+    )
+
+
+def optimizer(config, total_steps: int) -> optax.GradientTransformation:
+    """SGD momentum 0.9 (vision) or AdamW (text), SPEC §5, with optional grad clipping."""
+    lr = schedule(config, total_steps)
+    if config.optimizer == "sgd":
+        opt = optax.sgd(lr, momentum=config.momentum)
+        if config.weight_decay:
+            opt = optax.chain(optax.add_decayed_weights(config.weight_decay), opt)
+    elif config.optimizer == "adamw":
+        opt = optax.adamw(lr, weight_decay=config.weight_decay)
+    else:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: 'sgd', 'adamw'.")
+    if config.grad_clip_norm:
+        opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+    return opt
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy with integer labels and optional smoothing."""
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(model, opt: optax.GradientTransformation, label_smoothing: float = 0.0):
+    """A jitted step (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics).
+
+    The trainable parameters and optimizer state are donated: XLA updates them in place.
+    """
+
+    def loss_fn(trainable, frozen, batch):
+        logits = model.apply({"params": unflatten({**frozen, **trainable})}, batch["inputs"])
+        loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
+        return loss, jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+
+    def step(trainable, frozen, opt_state, batch):
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+        updates, opt_state = opt.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return (
+            trainable,
+            opt_state,
+            {"loss": loss, "accuracy": acc, "grad_norm": optax.tree.norm(grads)},
+        )
+
+    return jax.jit(step, donate_argnums=(0, 2))
+
+
+def make_eval_step(model):
+    """A jitted step returning summed (correct, loss, count) over the real rows of a batch."""
+
+    def step(params, batch):
+        logits = model.apply({"params": params}, batch["inputs"])
+        mask = batch["mask"].astype(jnp.float32)
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch["labels"]) * mask)
+        loss = jnp.sum(cross_entropy(logits, batch["labels"]) * mask)
+        return jnp.stack([correct, loss, jnp.sum(mask)])
+
+    return jax.jit(step)
+
+
+def evaluate(eval_step, params, batches) -> dict[str, float]:
+    """Accuracy and mean loss over an iterator of masked batches."""
+    total = np.zeros(3)
+    for batch in batches:
+        total += np.asarray(eval_step(params, batch))
+    if total[2] == 0:
+        raise ValueError("The evaluation split is empty.")
+    return {
+        "accuracy": float(total[0] / total[2]),
+        "loss": float(total[1] / total[2]),
+        "examples": int(total[2]),
+    }
+
+
+class MetricWriter:
+    """Per-step metrics as JSON lines and TensorBoard event files in `workdir`."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter
+
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for name, value in metrics.items():
+            self.tb.add_scalar(name, value, step)
+        self.tb.flush()
+
+    def read(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            records = [json.loads(line) for line in f]
+        # A resumed run rewrites the steps after its last checkpoint: keep the latest.
+        return sorted({r["step"]: r for r in records}.values(), key=lambda r: r["step"])
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def fit(
+    model,
+    params: Mapping,
+    trainable_pattern: str,
+    batches: Callable[[int], Iterator[dict]],
+    config,
+    workdir: str,
+    *,
+    label: str = "",
+) -> tuple[dict, dict[str, Any]]:
+    """Trains the parameters that match `trainable_pattern` for config.steps steps.
+
+    Resumes from the latest checkpoint in `workdir` (same trainable names and
+    shapes required), saves every config.checkpoint_every steps and at the end.
+    `batches(start_step)` yields the training batches from that step on.
+    Returns the final full parameter tree and a summary (final loss, steps/s).
+    """
+    from tqdm import tqdm
+
+    trainable, frozen = partition(params, trainable_pattern)
+    opt = optimizer(config, config.steps)
+    opt_state = opt.init(trainable)
+    manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), config.checkpoint_every)
+    start, restored = manager.restore_latest({"trainable": trainable, "opt_state": opt_state})
+    if restored is not None:
+        trainable, opt_state = restored["trainable"], restored["opt_state"]
+    step_fn = make_train_step(model, opt, config.label_smoothing)
+    writer = MetricWriter(workdir)
+    metrics, begin, done = {}, time.perf_counter(), 0
+    bar = tqdm(
+        total=config.steps, initial=start, desc=label or "train", dynamic_ncols=True, mininterval=2
+    )
+    for step, batch in zip(range(start + 1, config.steps + 1), batches(start)):
+        trainable, opt_state, metrics = step_fn(trainable, frozen, opt_state, batch)
+        done += 1
+        if step % config.log_every == 0 or step == config.steps:
+            values = {k: float(v) for k, v in metrics.items()}
+            rate = done / (time.perf_counter() - begin)
+            writer.write(step, {**values, "steps_per_s": rate})
+            bar.set_postfix(loss=f"{values['loss']:.4f}", steps_s=f"{rate:.2f}")
+        bar.update(1)
+        manager.save(
+            step, {"trainable": trainable, "opt_state": opt_state}, force=step == config.steps
+        )
+    bar.close()
+    manager.close()
+    seconds = time.perf_counter() - begin
+    history = writer.read()
+    writer.close()
+    summary = {
+        "final_train_loss": history[-1]["loss"] if history else None,
+        "steps_per_s": done / seconds if done else None,
+        "resumed_from_step": start,
+        "trainable_params": count_params(trainable),
+    }
+    return unflatten({**frozen, **trainable}), summary
