@@ -1,4 +1,4 @@
-"""Checkpoints: orbax state of the trainable parameters and optimizer, resumable.
+"""Checkpoints: resumable orbax training state, and big_vision-style .npz weights.
 
 Only what training changes is saved (the trainable parameters and their
 optimizer state); the frozen backbone comes from its own checkpoint. Restoring
@@ -9,9 +9,12 @@ checkpoint from another placement or recipe fails loudly instead of loading.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
+import flax
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -23,7 +26,7 @@ def _name(path) -> str:
 
 def _shapes(tree) -> dict[str, tuple]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_name(path): tuple(x.shape) for path, x in flat}
+    return {_name(path): tuple(np.shape(x)) for path, x in flat}
 
 
 def tree_mismatch(expected, found) -> str:
@@ -78,3 +81,37 @@ class Manager:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def save_npz(path: str, params) -> None:
+    """Writes params as a big_vision-style .npz: one array per "a/b/c" name."""
+    flat = {_name(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    with open(path, "wb") as f:
+        np.savez(f, **flat)
+
+
+def load_npz(path: str, params, skip: str | None = r"^(head|adapters)/") -> dict:
+    """Loads a big_vision-style .npz into the tree of `params` (names "a/b/c").
+
+    Entries of `params` whose name matches `skip` (default: the head and the
+    adapters, which a transfer run initialises itself) keep their values, and
+    matching file entries are ignored. Every other name must be in the file with
+    the same shape: one ValueError lists all that are missing, unexpected or
+    wrongly shaped.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            found = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npz checkpoint: {e}") from e
+    regex = re.compile(skip) if skip else None
+    keep = lambda name: regex is None or not regex.search(name)  # noqa: E731
+    flat = {_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    want = {k: v for k, v in flat.items() if keep(k)}
+    got = {k: v for k, v in found.items() if keep(k)}
+    problems = tree_mismatch(want, got)
+    if problems:
+        raise ValueError(f"{path} does not match the model:\n{problems}")
+    return flax.traverse_util.unflatten_dict(
+        {k: (np.asarray(got[k], v.dtype) if k in got else v) for k, v in flat.items()}, sep="/"
+    )

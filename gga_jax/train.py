@@ -203,6 +203,8 @@ def fit(
     from tqdm import tqdm
 
     trainable, frozen = partition(params, trainable_pattern)
+    # The step donates its trainable inputs; copy so the caller's arrays stay valid.
+    trainable = jax.tree_util.tree_map(jnp.copy, trainable)
     opt = optimizer(config, config.steps)
     opt_state = opt.init(trainable)
     manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), config.checkpoint_every)

@@ -1,0 +1,86 @@
+"""Defaults shared by every config in configs/: each file changes only what it needs."""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, allowed: dict[str, str]) -> dict[str, str]:
+    """'task=clevr,num=12' -> allowed's defaults updated with {"task": "clevr", "num": "12"}."""
+    values = dict(allowed)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in allowed:
+            raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(allowed)}.")
+        values[key] = value
+    return values
+
+
+def base() -> ml_collections.ConfigDict:
+    """A complete config with every key the pipeline reads (unlocked; callers lock it)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Arms run in order on the same data and backbone: placement policies of SPEC §4
+    # ("gga", "top_k", "random", "first_k", "last_k", "all_parallel", "ffn_parallel",
+    # "all_sequential", "single", "fixed") or "linear_probe" / "full_finetune".
+    c.arms = ("gga",)
+    # Per-arm changes, e.g. {"linear_probe": {"train": {"lr": 0.01}}}.
+    c.overrides = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.kind = "vit"  # "vit" or "text"
+    c.model.variant = "B/16"
+    c.model.pool_type = "tok"
+    c.model.checkpoint = ""  # required: a path, "minilm" (text), or "random"
+    c.model.overrides = ml_collections.ConfigDict()  # e.g. {"width": 32, "depth": 2}
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "tfds"  # "tfds" or "offline" (see gga_jax.data.load)
+    c.data.name = ""
+    c.data.final = False  # True: train on train + val (the paper's final runs)
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.data.image_size = 224
+    c.data.max_len = 128
+    c.data.tokenizer = ml_collections.FieldReference(None, field_type=str)  # None: the model's
+    c.data.seed = 0
+    c.data.train_size = ml_collections.FieldReference(None, field_type=int)  # offline only
+    c.data.val_size = 0
+    c.data.test_size = ml_collections.FieldReference(None, field_type=int)
+
+    c.adapter = ml_collections.ConfigDict()
+    c.adapter.rank = 8
+    c.adapter.activation = "gelu"
+    c.adapter.layer_norm = True
+
+    c.placement = ml_collections.ConfigDict()
+    c.placement.num = 24
+    c.placement.gamma = 0.6
+    c.placement.seed = 0
+    c.placement.stride = 1
+    c.placement.recurrent = True
+    c.placement.edges = ()  # for the "fixed" arm
+    c.placement.edge = ()  # for the "single" arm
+
+    c.scoring = ml_collections.ConfigDict()
+    c.scoring.num_examples = 512
+    c.scoring.micro_batch = 64
+    c.scoring.chunk = ml_collections.FieldReference(None, field_type=int)
+    c.scoring.aggregation = "srank"
+    c.scoring.eta = 0.01
+    c.scoring.head_steps = -1  # -1: 2.5% of train.steps (SPEC §3)
+    c.scoring.head_lr = 0.0  # 0: train.lr
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 500
+    c.train.batch_size = 64
+    c.train.eval_batch_size = 256
+    c.train.optimizer = "sgd"
+    c.train.lr = 0.01
+    c.train.momentum = 0.9
+    c.train.weight_decay = 0.0
+    c.train.schedule = "cosine"
+    c.train.warmup_steps = 500  # -1: warmup_fraction of the steps
+    c.train.warmup_fraction = 0.06
+    c.train.grad_clip_norm = 0.0
+    c.train.label_smoothing = 0.0
+    c.train.log_every = 10
+    c.train.checkpoint_every = 100
+    return c
