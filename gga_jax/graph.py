@@ -144,9 +144,13 @@ def propagate(
     n = len(steps) + 1
     incoming = {k: [e for e in edges if e[1] == k and e[0] < k] for k in range(n)}
     recurrent = {k: [e for e in edges if e[1] == k and e[0] > k] for k in range(n)}
-    z = _pass1(x0, steps, edges)
-    nodes = []
+    # Nodes before the first adapter target are the same in both passes: pass 1
+    # starts from them instead of recomputing them (its z values stay gradient-free).
+    first = min((j for _, j in edges), default=n)
+    z, nodes = {}, []
     for k in range(n):
+        if k == first:
+            z = _pass1(nodes[-1] if nodes else x0, k, steps, edges)
         x = x0 if k == 0 else steps[k - 1](nodes[k - 1])
         for e in incoming[k]:
             x = x + adapt(e, nodes[e[0]])
@@ -158,18 +162,19 @@ def propagate(
     return tuple(nodes)
 
 
-def _pass1(x0, steps, edges) -> dict[int, Any]:
+def _pass1(x_start, start: int, steps, edges) -> dict[int, Any]:
     """Pass 1 of the two-pass forward (paper Eq. 3): plain nodes z_i, no gradient.
 
-    Only the sub-blocks up to the largest recurrent source i_max run, i.e. at
-    most ceil(i_max / 2) blocks; later blocks are never traced.
+    `x_start` is the plain value of node start - 1 (x0 when start is 0). Only the
+    sub-blocks up to the largest recurrent source i_max run, i.e. at most
+    ceil(i_max / 2) blocks; later blocks are never traced.
     """
     sources = recurrent_sources(edges)
     if not sources:
         return {}
-    z, x = {}, x0
-    for k in range(sources[-1] + 1):
-        x = x if k == 0 else steps[k - 1](x)
+    z, x, begin = {}, x_start, max(start - 1, 0)
+    for k in range(begin, sources[-1] + 1):
+        x = x if k == begin else steps[k - 1](x)
         if k in sources:
             z[k] = jax.lax.stop_gradient(x)
     return z

@@ -112,3 +112,12 @@ def test_propagate_truncates_pass1_at_the_largest_recurrent_source():
     z3 = 1.0 + 1 + 2 + 3
     x1 = 1.0 + 1 + 10 * z3
     assert nodes[1] == x1 and nodes[6] == x1 + 2 + 3 + 4 + 5 + 6
+
+
+def test_propagate_shares_the_nodes_before_the_first_target_with_pass1():
+    calls = []
+    steps = [lambda x, k=k: calls.append(k) or x + k for k in range(1, 7)]
+    nodes = graph.propagate(0.0, steps, ((5, 3),), adapt=lambda e, x: 100 * x)
+    # Nodes 0-2 are computed once; pass 1 resumes from node 2 up to i_max = 5.
+    assert calls == [1, 2, 3, 4, 5, 3, 4, 5, 6]
+    assert nodes[3] == 1 + 2 + 3 + 100 * (1 + 2 + 3 + 4 + 5)

@@ -236,9 +236,14 @@ def count_dot_generals(jaxpr) -> int:
     return count
 
 
-@pytest.mark.parametrize("i_max", [1, 2, 3, 5, 6])
-def test_pass1_is_truncated_after_ceil_imax_over_2_blocks(i_max):
-    """Counts matmuls in the traced forward: pass 1 adds exactly sub-blocks 1..i_max."""
+@pytest.mark.parametrize("edge", [(1, 0), (2, 0), (3, 0), (5, 0), (6, 0), (5, 3), (6, 2), (4, 4)])
+def test_pass1_is_truncated_after_ceil_imax_over_2_blocks(edge):
+    """Counts matmuls in the traced forward: pass 1 adds exactly sub-blocks first..i_max.
+
+    Nodes before the first adapter target are shared by both passes, so pass 1
+    runs the sub-blocks k = max(j, 1) .. i_max of a recurrent edge (i_max, j):
+    never a block after ceil(i_max / 2).
+    """
     attn_dots, mlp_dots = 6, 2  # q, k, v, scores, values, out; two dense layers
 
     def dots(model):
@@ -249,11 +254,11 @@ def test_pass1_is_truncated_after_ceil_imax_over_2_blocks(i_max):
 
     plain = dots(tiny())
     assert plain == DEPTH * (attn_dots + mlp_dots) + 1  # + head
-    recurrent = dots(tiny(((i_max, 0),), adapter_kind="linear"))
-    pass1 = recurrent - plain - 1  # - the adapter's own matmul
-    blocks = math.ceil(i_max / 2)
-    assert pass1 == blocks * attn_dots + (i_max // 2) * mlp_dots
-    assert pass1 < DEPTH * (attn_dots + mlp_dots) or blocks == DEPTH
+    pass1 = dots(tiny((edge,), adapter_kind="linear")) - plain - 1  # - the adapter's matmul
+    i_max, first = edge
+    sub_blocks = range(max(first, 1), i_max + 1) if i_max > first else ()
+    assert pass1 == sum(attn_dots if k % 2 else mlp_dots for k in sub_blocks)
+    assert max(sub_blocks, default=0) <= 2 * math.ceil(i_max / 2)
 
 
 def test_return_nodes_exposes_every_node():
