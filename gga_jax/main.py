@@ -79,7 +79,11 @@ def backbone(config: ml_collections.ConfigDict, num_classes: int, example):
 
 
 def load_weights(model_config, model, params):
-    """Replaces the backbone entries of `params` by config.model.checkpoint's weights."""
+    """Replaces the backbone entries of `params` by config.model.checkpoint's weights.
+
+    A ViT checkpoint is a big_vision/AugReg .npz, or a timm or Hugging Face ViT
+    .safetensors / torch file or HF model directory (checkpoints.load_vit).
+    """
     source = model_config.checkpoint
     if not source:
         raise ValueError(
@@ -89,7 +93,7 @@ def load_weights(model_config, model, params):
         return params
     if model_config.kind == "text":
         return text.load_hf(resolve(source), model, params)
-    return checkpoints.load_npz(source, params)
+    return checkpoints.load_vit(source, model, params)
 
 
 def resolve(path: str) -> str:

@@ -2,8 +2,8 @@
 
 The parameter tree uses big_vision's names (`embedding`, `cls`,
 `pos_embedding`, `Transformer/encoderblock_{l}/...`, `Transformer/encoder_norm`,
-`head`), so its checkpoints map one to one; all adapter parameters live under
-the single top-level key `adapters`.
+`MAPHead_0/...` for pool_type "map", `head`), so its checkpoints map one to
+one; all adapter parameters live under the single top-level key `adapters`.
 
     model = vit.Model(num_classes=10, variant="B/16", edges=((0, 5), (24, 3)))
     params = model.init(rng, images)["params"]
@@ -66,10 +66,16 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) 
 
 
 class MlpBlock(nn.Module):
-    """Transformer MLP: Dense -> gelu -> Dense."""
+    """Transformer MLP: Dense -> gelu -> Dense.
+
+    approximate_gelu: True is flax's tanh approximation (big_vision's
+    checkpoints were trained with it); False is the exact erf gelu of timm and
+    Hugging Face ViTs.
+    """
 
     mlp_dim: int
     dtype: Any = jnp.float32
+    approximate_gelu: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -78,7 +84,7 @@ class MlpBlock(nn.Module):
             kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6)
         )
         x = nn.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
-        x = nn.gelu(x)
+        x = nn.gelu(x, approximate=self.approximate_gelu)
         return nn.Dense(d, dtype=self.dtype, **init)(x)
 
 
@@ -88,6 +94,7 @@ class Encoder1DBlock(nn.Module):
     mlp_dim: int
     num_heads: int
     dtype: Any = jnp.float32
+    approximate_gelu: bool = True
 
     def setup(self):
         self.LayerNorm_0 = nn.LayerNorm()
@@ -95,7 +102,7 @@ class Encoder1DBlock(nn.Module):
             num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype
         )
         self.LayerNorm_1 = nn.LayerNorm()
-        self.MlpBlock_0 = MlpBlock(self.mlp_dim, self.dtype)
+        self.MlpBlock_0 = MlpBlock(self.mlp_dim, self.dtype, self.approximate_gelu)
 
     def attention(self, x):
         """Node 2l + 1 from node 2l: x + MHSA(LN(x))."""
@@ -110,6 +117,32 @@ class Encoder1DBlock(nn.Module):
         return self.mlp(self.attention(x))
 
 
+class MAPHead(nn.Module):
+    """Multihead attention pooling (big_vision's "map" pool): (B, T, d) -> (B, d).
+
+    A learned probe token attends over all tokens, then gets a pre-LN MLP
+    residual like a transformer block's second half; the probe's output is the
+    pooled representation. It sits after the encoder norm, off the graph: the
+    nodes stay the 2L + 1 residual-stream values.
+    """
+
+    mlp_dim: int
+    num_heads: int
+    dtype: Any = jnp.float32
+    approximate_gelu: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        b, _, d = x.shape
+        probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d))
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype
+        )(jnp.broadcast_to(probe, (b, 1, d)), x)
+        mlp = MlpBlock(self.mlp_dim, self.dtype, self.approximate_gelu)
+        y = y + mlp(nn.LayerNorm()(y)).astype(y.dtype)
+        return y[:, 0]
+
+
 class Encoder(nn.Module):
     """The stack of blocks, exposed as 2L residual steps plus the final norm."""
 
@@ -117,11 +150,14 @@ class Encoder(nn.Module):
     mlp_dim: int
     num_heads: int
     dtype: Any = jnp.float32
+    approximate_gelu: bool = True
 
     def setup(self):
         # A dict attribute names its children encoderblock_{l}, as big_vision does.
         self.encoderblock = {
-            str(layer): Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype)
+            str(layer): Encoder1DBlock(
+                self.mlp_dim, self.num_heads, self.dtype, self.approximate_gelu
+            )
             for layer in range(self.depth)
         }
         self.encoder_norm = nn.LayerNorm()
@@ -150,13 +186,14 @@ class _Model(nn.Module):
     mlp_dim: int = 3072
     num_heads: int = 12
     posemb: str = "learn"
-    pool_type: str = "tok"
+    pool_type: str = "tok"  # "tok" (cls token), "gap" (token mean), "map" (MAPHead_0, no cls)
     head_zeroinit: bool = True
     edges: tuple[graph.Edge, ...] = ()
     adapter_kind: str = "bottleneck"
     adapter_rank: tuple[int, ...] = ()
     adapter_activation: str = "gelu"
     adapter_layer_norm: bool = True
+    approximate_gelu: bool = True
     dtype: Any = jnp.float32
 
     def _embed(self, image):
@@ -187,7 +224,12 @@ class _Model(nn.Module):
             return x[:, 0]
         if self.pool_type == "gap":
             return jnp.mean(x, axis=1)
-        raise ValueError(f"Unknown pool_type {self.pool_type!r}; valid: 'tok', 'gap'.")
+        if self.pool_type == "map":
+            head = MAPHead(
+                self.mlp_dim, self.num_heads, self.dtype, self.approximate_gelu, name="MAPHead_0"
+            )
+            return head(x)
+        raise ValueError(f"Unknown pool_type {self.pool_type!r}; valid: 'tok', 'gap', 'map'.")
 
     @nn.compact
     def __call__(self, image, *, return_nodes: bool = False, perturb_nodes: bool = False):
@@ -199,7 +241,14 @@ class _Model(nn.Module):
         gradient is the cotangent dL/dx_k (used by scoring).
         """
         edges = graph.validate_edges(self.edges, self.depth)
-        encoder = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, name="Transformer")
+        encoder = Encoder(
+            self.depth,
+            self.mlp_dim,
+            self.num_heads,
+            self.dtype,
+            self.approximate_gelu,
+            name="Transformer",
+        )
         adapt = None
         if edges:
             adapt = adapters_lib.EdgeAdapters(
