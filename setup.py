@@ -38,6 +38,8 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["gga_jax", "gga_jax.*"]),
+    # The small ViT pre-trained by scripts/pretrain_small_vit.py (configs/vit_transfer.py).
+    package_data={"gga_jax": ["assets/*.npz", "assets/*.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"tfds": TFDS_REQUIRES, "offline": OFFLINE_REQUIRES, "test": TEST_REQUIRES},

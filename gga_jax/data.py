@@ -337,6 +337,8 @@ def _resize_images(images: np.ndarray, size: int) -> np.ndarray:
     Resized by `_resize_tf`, so as the TFDS images are.
     """
     images = images[..., None] if images.ndim == 3 else images
+    if images.shape[1:3] == (size, size):  # no resize needed, and no TensorFlow either
+        return _model_images([np.broadcast_to(images, (*images.shape[:3], 3))])
     chunks = [
         _resize_tf(images[i : i + _RESIZE_CHUNK], size).numpy()
         for i in range(0, len(images), _RESIZE_CHUNK)
