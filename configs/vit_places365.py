@@ -18,22 +18,4 @@ from gga_jax import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = defaults.parse_arg(arg, {"policy": "gga", "num": "24", "lr": "0.01", "rank": "128"})
-    c = defaults.base()
-    c.arms = (a["policy"],)
-    c.model.kind = "vit"
-    c.model.variant = "B/16"
-    c.data.source = "tfds"
-    c.data.name = "places365_small"
-    c.adapter.rank = int(a["rank"])
-    c.placement.num = int(a["num"])
-    c.scoring.num_examples = 512
-    c.scoring.micro_batch = 64
-    c.train.steps = 20_000
-    c.train.batch_size = 128
-    c.train.lr = float(a["lr"])
-    c.train.warmup_steps = 500
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 50
-    c.lock()
-    return c
+    return defaults.large_scale_vit("places365_small", arg)

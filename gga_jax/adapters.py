@@ -126,3 +126,28 @@ class EdgeAdapters(nn.Module):
     def __call__(self, edge: graph.Edge, x):
         """Applies the adapter of `edge` to the node value x of shape (..., d)."""
         return self.edge[_key(edge)](x)
+
+
+def run_graph(model, x0, steps, perturb_nodes: bool = False) -> tuple:
+    """graph.propagate with `model`'s adapters; call it inside the model's compact __call__.
+
+    `model` carries the shared fields (edges, depth, adapter_kind, adapter_rank,
+    adapter_activation, adapter_layer_norm, dtype); the adapters become its
+    submodule `adapters`. With perturb_nodes, every node k gets a zero variable
+    `node_{k}` of collection "perturbations", whose gradient is dL/dx_k (scoring).
+    """
+    edges = graph.validate_edges(model.edges, model.depth)
+    adapt = None
+    if edges:
+        ranks = resolve_ranks(edges, model.adapter_rank or 8)
+        adapt = EdgeAdapters(
+            edges,
+            model.adapter_kind,
+            ranks,
+            model.adapter_activation,
+            model.adapter_layer_norm,
+            model.dtype,
+            name="adapters",
+        )
+    tap = (lambda k, x: model.perturb(f"node_{k}", x)) if perturb_nodes else None
+    return graph.propagate(x0, steps, edges, adapt, tap)

@@ -84,3 +84,30 @@ def base() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.checkpoint_every = 100
     return c
+
+
+def large_scale_vit(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+    """The paper's iNat18 / Places365 recipe (Appendix A) for ViT-B/16 on a tfds dataset.
+
+    SGD momentum 0.9, cosine schedule, 500 warm-up steps, batch 128, 20000 steps,
+    scoring on 512 examples. Arguments: policy, num (24), lr (0.01), rank (128).
+    """
+    a = parse_arg(arg, {"policy": "gga", "num": "24", "lr": "0.01", "rank": "128"})
+    c = base()
+    c.arms = (a["policy"],)
+    c.model.kind = "vit"
+    c.model.variant = "B/16"
+    c.data.source = "tfds"
+    c.data.name = dataset
+    c.adapter.rank = int(a["rank"])
+    c.placement.num = int(a["num"])
+    c.scoring.num_examples = 512
+    c.scoring.micro_batch = 64
+    c.train.steps = 20_000
+    c.train.batch_size = 128
+    c.train.lr = float(a["lr"])
+    c.train.warmup_steps = 500
+    c.train.checkpoint_every = 1000
+    c.train.log_every = 50
+    c.lock()
+    return c

@@ -294,7 +294,6 @@ class _Model(nn.Module):
         """
         ids, keep, types = _unpack(inputs)
         self._check(ids.shape[1])
-        edges = graph.validate_edges(self.edges, self.depth)
         embeddings = Embeddings(
             self.vocab_size,
             self.width,
@@ -311,21 +310,9 @@ class _Model(nn.Module):
             self.dtype,
             name="encoder",
         )
-        adapt = None
-        if edges:
-            adapt = adapters_lib.EdgeAdapters(
-                edges,
-                self.adapter_kind,
-                adapters_lib.resolve_ranks(edges, self.adapter_rank or 8),
-                self.adapter_activation,
-                self.adapter_layer_norm,
-                self.dtype,
-                name="adapters",
-            )
         x0 = embeddings(ids, position_ids(ids, self.kind, self.pad_token_id), types)
         steps = [lambda x, k=k: encoder.step(k, x, keep) for k in range(1, 2 * self.depth + 1)]
-        tap = (lambda k, x: self.perturb(f"node_{k}", x)) if perturb_nodes else None
-        nodes = graph.propagate(x0, steps, edges, adapt, tap)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes)
         # Post-LN: the last node is already normalised, there is no final norm.
         pre_logits = self._pool(nodes[-1], keep)
         logits = pre_logits

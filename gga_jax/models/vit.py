@@ -240,7 +240,6 @@ class _Model(nn.Module):
         variable `node_{k}` of collection "perturbations" at every node, whose
         gradient is the cotangent dL/dx_k (used by scoring).
         """
-        edges = graph.validate_edges(self.edges, self.depth)
         encoder = Encoder(
             self.depth,
             self.mlp_dim,
@@ -249,20 +248,8 @@ class _Model(nn.Module):
             self.approximate_gelu,
             name="Transformer",
         )
-        adapt = None
-        if edges:
-            adapt = adapters_lib.EdgeAdapters(
-                edges,
-                self.adapter_kind,
-                adapters_lib.resolve_ranks(edges, self.adapter_rank or 8),
-                self.adapter_activation,
-                self.adapter_layer_norm,
-                self.dtype,
-                name="adapters",
-            )
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
-        tap = (lambda k, x: self.perturb(f"node_{k}", x)) if perturb_nodes else None
-        nodes = graph.propagate(self._embed(image), steps, edges, adapt, tap)
+        nodes = adapters_lib.run_graph(self, self._embed(image), steps, perturb_nodes)
         pre_logits = self._pool(encoder.norm(nodes[-1]))
         logits = pre_logits
         if self.num_classes:
