@@ -54,7 +54,7 @@ import numpy as np
 from flax import traverse_util
 
 from gga_jax import adapters as adapters_lib
-from gga_jax import graph
+from gga_jax import graph, models
 
 KINDS = ("bert", "roberta")
 POOL_TYPES = ("cls", "mean", "pooler")
@@ -315,13 +315,7 @@ class _Model(nn.Module):
         nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes)
         # Post-LN: the last node is already normalised, there is no final norm.
         pre_logits = self._pool(nodes[-1], keep)
-        logits = pre_logits
-        if self.num_classes:
-            init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
-            logits = nn.Dense(self.num_classes, kernel_init=init, name="head")(pre_logits)
-        if return_nodes:
-            return logits, {"nodes": nodes, "pre_logits": pre_logits}
-        return logits
+        return models.classify(self, pre_logits, nodes, return_nodes)
 
 
 def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -> _Model:  # noqa: N802

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gga_jax import adapters as adapters_lib
-from gga_jax import graph
+from gga_jax import graph, models
 
 # width, depth, mlp_dim, num_heads (big_vision's table).
 VARIANTS = {
@@ -251,13 +251,7 @@ class _Model(nn.Module):
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
         nodes = adapters_lib.run_graph(self, self._embed(image), steps, perturb_nodes)
         pre_logits = self._pool(encoder.norm(nodes[-1]))
-        logits = pre_logits
-        if self.num_classes:
-            init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
-            logits = nn.Dense(self.num_classes, kernel_init=init, name="head")(pre_logits)
-        if return_nodes:
-            return logits, {"nodes": nodes, "pre_logits": pre_logits}
-        return logits
+        return models.classify(self, pre_logits, nodes, return_nodes)
 
 
 def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -> _Model:  # noqa: N802
