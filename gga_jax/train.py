@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gga_jax import checkpoints
+from gga_jax import checkpoints, sharding
 
 TRAINABLE = {
     "adapters": r"^(adapters|head)/",
@@ -103,10 +103,18 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def make_train_step(model, opt: optax.GradientTransformation, label_smoothing: float = 0.0):
+def make_train_step(
+    model,
+    opt: optax.GradientTransformation,
+    label_smoothing: float = 0.0,
+    shardings: Mapping[str, Any] | None = None,
+):
     """A jitted step (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics).
 
-    The trainable parameters and optimizer state are donated: XLA updates them in place.
+    The trainable parameters and optimizer state are donated: XLA updates them in
+    place. `shardings` ({"trainable", "frozen", "opt_state", "batch", "replicated"},
+    see `state_shardings`) pins every input and output to its place on the mesh;
+    without it the step follows its inputs' placement.
     """
 
     def loss_fn(trainable, frozen, batch):
@@ -124,11 +132,73 @@ def make_train_step(model, opt: optax.GradientTransformation, label_smoothing: f
             {"loss": loss, "accuracy": acc, "grad_norm": optax.tree.norm(grads)},
         )
 
-    return jax.jit(step, donate_argnums=(0, 2))
+    if shardings is None:
+        return jax.jit(step, donate_argnums=(0, 2))
+    s = shardings
+    return jax.jit(
+        step,
+        in_shardings=(s["trainable"], s["frozen"], s["opt_state"], s["batch"]),
+        out_shardings=(s["trainable"], s["opt_state"], s["replicated"]),
+        donate_argnums=(0, 2),
+    )
 
 
-def make_eval_step(model):
-    """A jitted step returning summed (correct, loss, count) over the real rows of a batch."""
+def state_shardings(partitioner, trainable, frozen, opt_state) -> dict[str, Any]:
+    """Shardings of a train state by the partitioner's regex rules (see make_train_step)."""
+    trainable_sh = partitioner.params(trainable)
+    return {
+        "trainable": trainable_sh,
+        "frozen": partitioner.params(frozen),
+        "opt_state": sharding.state_shardings(opt_state, trainable, trainable_sh, partitioner.mesh),
+        "batch": partitioner.batch,
+        "replicated": partitioner.replicated,
+    }
+
+
+def step_memory(model, params, pattern: str, config, partitioner, inputs) -> dict[str, int]:
+    """Per-device bytes of one train step on the partitioner's mesh, allocating nothing.
+
+    Args:
+      params: the parameter tree as jax.ShapeDtypeStructs (jax.eval_shape of init).
+      pattern: the trainable regex; config: the train config (optimizer, batch size).
+      inputs: one example's input pytree of ShapeDtypeStructs (leading axis 1).
+    Returns:
+      {"trainable", "frozen", "opt_state", "batch"}: the bytes each device holds of
+      them under the partition rules; "temp": the compiled step's scratch memory
+      (activations kept for the backward pass and collectives' buffers), from
+      XLA's memory analysis of this backend.
+    """
+    trainable, frozen = partition(params, pattern)
+    opt = optimizer(config, config.steps)
+    opt_state = jax.eval_shape(opt.init, trainable)
+    sh = state_shardings(partitioner, trainable, frozen, opt_state)
+    rows = lambda x: jax.ShapeDtypeStruct((config.batch_size, *x.shape[1:]), x.dtype)  # noqa: E731
+    batch = {
+        "inputs": jax.tree_util.tree_map(rows, inputs),
+        "labels": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32),
+    }
+    step = make_train_step(model, opt, config.label_smoothing, sh)
+    analysis = step.lower(trainable, frozen, opt_state, batch).compile().memory_analysis()
+    sizes = {
+        name: sharding.bytes_per_device(tree, sh[key])
+        for name, tree, key in (
+            ("trainable", trainable, "trainable"),
+            ("frozen", frozen, "frozen"),
+            ("opt_state", opt_state, "opt_state"),
+        )
+    }
+    batch_sh = jax.tree_util.tree_map(lambda _: sh["batch"], batch)
+    sizes["batch"] = sharding.bytes_per_device(batch, batch_sh)
+    sizes["temp"] = int(getattr(analysis, "temp_size_in_bytes", 0) or 0)
+    return sizes
+
+
+def make_eval_step(model, partitioner=None):
+    """A jitted step returning summed (correct, loss, count) over the real rows of a batch.
+
+    With a partitioner the parameters keep their placement and the batch is split
+    over its batch axes.
+    """
 
     def step(params, batch):
         logits = model.apply({"params": params}, batch["inputs"])
@@ -137,13 +207,16 @@ def make_eval_step(model):
         loss = jnp.sum(cross_entropy(logits, batch["labels"]) * mask)
         return jnp.stack([correct, loss, jnp.sum(mask)])
 
-    return jax.jit(step)
+    if partitioner is None:
+        return jax.jit(step)
+    return jax.jit(step, out_shardings=partitioner.replicated)
 
 
-def evaluate(eval_step, params, batches) -> dict[str, float]:
-    """Accuracy and mean loss over an iterator of masked batches."""
+def evaluate(eval_step, params, batches, partitioner=None) -> dict[str, float]:
+    """Accuracy and mean loss over an iterator of masked batches (split over the mesh)."""
     total = np.zeros(3)
     for batch in batches:
+        batch = batch if partitioner is None else partitioner.to_global(batch)
         total += np.asarray(eval_step(params, batch))
     if total[2] == 0:
         raise ValueError("The evaluation split is empty.")
@@ -192,35 +265,41 @@ def fit(
     workdir: str,
     *,
     label: str = "",
+    partitioner: sharding.Partitioner | None = None,
 ) -> tuple[dict, dict[str, Any]]:
     """Trains the parameters that match `trainable_pattern` for config.steps steps.
 
     Resumes from the latest checkpoint in `workdir` (same trainable names and
     shapes required), saves every config.checkpoint_every steps and at the end.
-    `batches(start_step)` yields the training batches from that step on.
+    `batches(start_step)` yields the training batches from that step on (the same
+    global batch on every host). With a partitioner, parameters, optimizer state
+    and batches are placed on its mesh by its rules, the frozen backbone included.
     Returns the final full parameter tree and a summary (final loss, steps/s).
     """
     from tqdm import tqdm
 
     trainable, frozen = partition(params, trainable_pattern)
-    # The step donates its trainable inputs; copy so the caller's arrays stay valid.
-    trainable = jax.tree_util.tree_map(jnp.copy, trainable)
     opt = optimizer(config, config.steps)
-    opt_state = opt.init(trainable)
+    state, frozen, shardings = _initial_state(opt, trainable, frozen, partitioner, config)
     manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), config.checkpoint_every)
-    start, restored = manager.restore_latest({"trainable": trainable, "opt_state": opt_state})
-    if restored is not None:
-        trainable, opt_state = restored["trainable"], restored["opt_state"]
-    step_fn = make_train_step(model, opt, config.label_smoothing)
-    writer = MetricWriter(workdir)
+    start, restored = manager.restore_latest(state)
+    trainable, opt_state = (restored or state)["trainable"], (restored or state)["opt_state"]
+    step_fn = make_train_step(model, opt, config.label_smoothing, shardings)
+    place = (lambda b: b) if partitioner is None else partitioner.to_global
+    writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
     bar = tqdm(
-        total=config.steps, initial=start, desc=label or "train", dynamic_ncols=True, mininterval=2
+        total=config.steps,
+        initial=start,
+        desc=label or "train",
+        dynamic_ncols=True,
+        mininterval=2,
+        disable=writer is None,
     )
     for step, batch in zip(range(start + 1, config.steps + 1), batches(start)):
-        trainable, opt_state, metrics = step_fn(trainable, frozen, opt_state, batch)
+        trainable, opt_state, metrics = step_fn(trainable, frozen, opt_state, place(batch))
         done += 1
-        if step % config.log_every == 0 or step == config.steps:
+        if writer and (step % config.log_every == 0 or step == config.steps):
             values = {k: float(v) for k, v in metrics.items()}
             rate = done / (time.perf_counter() - begin)
             writer.write(step, {**values, "steps_per_s": rate})
@@ -232,8 +311,9 @@ def fit(
     bar.close()
     manager.close()
     seconds = time.perf_counter() - begin
-    history = writer.read()
-    writer.close()
+    history = writer.read() if writer else []
+    if writer:
+        writer.close()
     summary = {
         "final_train_loss": history[-1]["loss"] if history else None,
         "steps_per_s": done / seconds if done else None,
@@ -241,3 +321,22 @@ def fit(
         "trainable_params": count_params(trainable),
     }
     return unflatten({**frozen, **trainable}), summary
+
+
+def _initial_state(opt, trainable, frozen, partitioner, config):
+    """({"trainable", "opt_state"}, frozen, step shardings), placed on the mesh if any.
+
+    The trainable arrays are copies: the step donates them, the caller's stay valid.
+    """
+    if partitioner is None:
+        trainable = jax.tree_util.tree_map(jnp.copy, trainable)
+        return {"trainable": trainable, "opt_state": opt.init(trainable)}, frozen, None
+    partitioner.check_batch_size(config.batch_size, "train.batch_size")
+    abstract = jax.eval_shape(opt.init, trainable)
+    shardings = state_shardings(partitioner, trainable, frozen, abstract)
+    trainable = jax.tree_util.tree_map(
+        lambda x, s: jax.device_put(jnp.array(x, copy=True), s), trainable, shardings["trainable"]
+    )
+    opt_state = jax.jit(opt.init, out_shardings=shardings["opt_state"])(trainable)
+    frozen = sharding.put(frozen, shardings["frozen"])
+    return {"trainable": trainable, "opt_state": opt_state}, frozen, shardings

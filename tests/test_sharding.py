@@ -1,0 +1,271 @@
+"""Meshes, regex partition rules, and sharded training equal to one device.
+
+The multi-device claims run in a subprocess with 8 forced CPU devices (the test
+process itself has already initialised one).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from gga_jax import sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_on_8_devices(script: str, timeout: int = 900) -> dict:
+    """Runs `script` with 8 CPU devices; it prints one JSON line, returned as a dict."""
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        OPENBLAS_NUM_THREADS="1",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- single process: meshes and rules ----------------------------------------------------
+
+
+def test_mesh_takes_the_rest_for_minus_one():
+    mesh = sharding.make_mesh((("data", -1),))
+    assert dict(mesh.shape) == {"data": jax.device_count()}
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+
+
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        ((), "at least one axis"),
+        ((("data", -1), ("fsdp", -1)), "at most one -1"),
+        ((("data", 0),), "positive"),
+        ((("data", 2),), "needs 2 devices"),
+        ((("data", 1), ("data", 1)), "unique"),
+    ],
+)
+def test_bad_meshes_are_refused(axes, match):
+    with pytest.raises(ValueError, match=match):
+        sharding.make_mesh(axes)
+
+
+def fake_mesh(shape: dict):
+    """An abstract mesh of that shape: rules only need axis names and sizes."""
+    return jax.sharding.AbstractMesh(tuple(shape.values()), tuple(shape))
+
+
+RULES = (
+    (r"^head/", "replicate"),
+    (r"/explicit$", (None, "fsdp")),
+    (r".*", "fsdp"),
+)
+
+
+@pytest.mark.parametrize(
+    "name, shape, spec",
+    [
+        ("head/kernel", (768, 1000), P()),  # the first matching rule wins
+        ("enc/explicit", (16, 8), P(None, "fsdp")),
+        ("enc/mlp/kernel", (768, 3072), P(None, "fsdp")),  # the largest dimension
+        ("enc/qkv/kernel", (768, 12, 64), P("fsdp", None, None)),
+        ("enc/odd/kernel", (3, 5, 4096), P(None, None, "fsdp")),
+        ("enc/bias", (64,), P()),  # below fsdp_min_size: replicated
+        ("enc/indivisible", (1001, 33), P()),  # no dimension divisible by 4
+    ],
+)
+def test_partition_rules(name, shape, spec):
+    mesh = fake_mesh({"data": 2, "fsdp": 4})
+    got = sharding.spec_for(name, shape, RULES, mesh, fsdp_min_size=1024)
+    assert got == spec
+
+
+def test_fsdp_without_an_fsdp_axis_replicates():
+    mesh = fake_mesh({"data": 8})
+    assert sharding.spec_for("w", (1024, 1024), ((".*", "fsdp"),), mesh) == P()
+
+
+@pytest.mark.parametrize(
+    "rules, match",
+    [
+        (((r"^head/", "replicate"),), "No partition rule matches 'enc/w'"),
+        (((".*", "shard"),), "Unknown partition rule 'shard'"),
+        (((".*", (None,)),), "has 1 entries, but the tensor has shape"),
+        (((".*", ("fsdp", None)),), "dimension 6 of .* not divisible by the 4 devices"),
+    ],
+)
+def test_bad_rules_name_the_parameter(rules, match):
+    mesh = fake_mesh({"data": 2, "fsdp": 4})
+    with pytest.raises(ValueError, match=match):
+        sharding.spec_for("enc/w", (6, 8), rules, mesh)
+
+
+def test_optimizer_state_is_sharded_like_its_parameter():
+    import optax
+
+    mesh = sharding.make_mesh((("fsdp", -1),))
+    params = {"a/w": np.zeros((4, 8), np.float32), "b/v": np.zeros((3,), np.float32)}
+    rules = ((r"^a/", (None, "fsdp")), (".*", "replicate"))
+    shardings = sharding.tree_shardings(params, mesh, rules)
+    state = jax.eval_shape(optax.adamw(1e-3).init, params)
+    got = sharding.state_shardings(state, params, shardings, mesh)
+    mu = got[0].mu
+    assert mu["a/w"].spec == P(None, "fsdp") and mu["b/v"].spec == P()
+    assert got[0].count.spec == P()
+
+
+def test_partitioner_from_a_json_round_tripped_config():
+    c = ml_collections.ConfigDict()
+    c.mesh = [["data", -1]]
+    c.sharding = dict(
+        rules=[["^head/", "replicate"], [".*", [None, "fsdp"]]],
+        batch_axes=["data", "fsdp"],
+        fsdp_axis="fsdp",
+        fsdp_min_size=16,
+    )
+    p = sharding.Partitioner.from_config(c)
+    assert p.rules == (("^head/", "replicate"), (".*", (None, "fsdp")))
+    assert p.batch.spec == P(("data",))
+
+
+def test_batch_axes_and_sizes_are_checked():
+    p = sharding.Partitioner(fake_mesh({"data": 2, "fsdp": 4}))
+    p.check_batch_size(16, "train.batch_size")
+    with pytest.raises(ValueError, match="train.batch_size=12 must be a multiple of the 8"):
+        p.check_batch_size(12, "train.batch_size")
+    with pytest.raises(ValueError, match="None of the batch axes"):
+        sharding.batch_spec(fake_mesh({"model": 2}), ("data", "fsdp"))
+
+
+def test_bytes_per_device_of_abstract_trees():
+    mesh = fake_mesh({"data": 2, "fsdp": 4})
+    tree = {"w": jax.ShapeDtypeStruct((8, 16), np.float32)}
+    shard = {"w": jax.sharding.NamedSharding(mesh, P(None, "fsdp"))}
+    assert sharding.bytes_per_device(tree, shard) == 8 * 4 * 4
+
+
+# --- 8 devices: sharded training equals one device --------------------------------------
+
+TRAIN_SCRIPT = """
+import itertools, json, tempfile
+import jax, ml_collections, numpy as np
+from gga_jax import sharding, train
+from gga_jax.models import vit
+
+model = vit.Model(4, width=32, depth=2, num_heads=2, mlp_dim=64, patch_size=4,
+                  edges=((0, 1), (2, 4), (3, 3), (4, 0)), adapter_rank=4)
+
+def batches(start, batch=16):
+    for s in itertools.count(start):
+        rng = np.random.default_rng(s)
+        yield {"inputs": rng.normal(size=(batch, 8, 8, 3)).astype(np.float32),
+               "labels": rng.integers(0, 4, batch).astype(np.int32)}
+
+params = jax.jit(model.init)(jax.random.PRNGKey(0), next(batches(0))["inputs"])["params"]
+params = jax.tree_util.tree_map(np.asarray, params)
+config = ml_collections.ConfigDict(dict(
+    steps=6, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0,
+    schedule="cosine", warmup_steps=1, warmup_fraction=0.0, grad_clip_norm=1.0,
+    label_smoothing=0.0, log_every=1, checkpoint_every=100))
+PATTERN = {"adapters": train.TRAINABLE["adapters"], "full": train.TRAINABLE["full_finetune"]}
+
+def losses(workdir):
+    return [r["loss"] for r in train.MetricWriter(workdir).read()]
+
+def run(mode, axes, steps=6):
+    workdir = tempfile.mkdtemp()
+    p = None if axes is None else sharding.Partitioner(
+        sharding.make_mesh(axes), fsdp_min_size=256)
+    out, _ = train.fit(model, params, PATTERN[mode], batches, config, workdir, partitioner=p)
+    return out, losses(workdir), workdir, p
+
+result = {}
+for mode in ("adapters", "full"):
+    ref, ref_losses, _, _ = run(mode, None)
+    ref_flat = train.flatten(ref)
+    for axes in ([("data", 8)], [("data", 4), ("fsdp", 2)], [("data", 2), ("fsdp", 4)]):
+        out, got_losses, _, p = run(mode, axes)
+        flat = train.flatten(out)
+        key = f"{mode} {axes}"
+        result[key] = {
+            "loss_diff": float(np.max(np.abs(np.array(got_losses) - ref_losses))),
+            "param_diff": max(float(np.max(np.abs(np.asarray(flat[k]) - ref_flat[k])))
+                              for k in ref_flat),
+            "steps": len(got_losses),
+            "mlp_shard": list(flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"]
+                              .addressable_shards[0].data.shape),
+            "mlp_spec": str(flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"]
+                            .sharding.spec),
+            "devices": len(flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"]
+                           .sharding.device_set),
+        }
+# Resumption on a mesh: a run cut after its step-3 checkpoint, then the same command again.
+axes = [("data", 2), ("fsdp", 4)]
+p = sharding.Partitioner(sharding.make_mesh(axes), fsdp_min_size=256)
+workdir = tempfile.mkdtemp()
+cut = ml_collections.ConfigDict(config.to_dict()); cut.checkpoint_every = 3
+first3 = lambda start: itertools.islice(batches(start), 3)
+train.fit(model, params, PATTERN["full"], first3, cut, workdir, partitioner=p)
+resumed, summary = train.fit(model, params, PATTERN["full"], batches, config, workdir,
+                             partitioner=p)
+ref, _, _, _ = run("full", None)
+result["resumed"] = {
+    "from": summary["resumed_from_step"],
+    "param_diff": max(float(np.max(np.abs(np.asarray(v) - train.flatten(ref)[k])))
+                      for k, v in train.flatten(resumed).items()),
+}
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def sharded_training():
+    return run_on_8_devices(TRAIN_SCRIPT)
+
+
+@pytest.mark.parametrize("mode", ["adapters", "full"])
+@pytest.mark.parametrize(
+    "axes", ["[('data', 8)]", "[('data', 4), ('fsdp', 2)]", "[('data', 2), ('fsdp', 4)]"]
+)
+def test_sharded_training_matches_one_device(sharded_training, mode, axes):
+    r = sharded_training[f"{mode} {axes}"]
+    assert r["steps"] == 6
+    assert r["loss_diff"] < 1e-5, r
+    assert r["param_diff"] < 1e-5, r
+
+
+@pytest.mark.parametrize(
+    "axes, shard, spec",
+    [
+        ("[('data', 8)]", [32, 64], "P()"),
+        ("[('data', 4), ('fsdp', 2)]", [32, 32], "P(None, 'fsdp')"),
+        ("[('data', 2), ('fsdp', 4)]", [32, 16], "P(None, 'fsdp')"),
+    ],
+)
+def test_live_parameters_really_are_sharded(sharded_training, axes, shard, spec):
+    """The frozen backbone (adapters mode) and trained weights (full) live split over fsdp."""
+    for mode in ("adapters", "full"):
+        r = sharded_training[f"{mode} {axes}"]
+        assert r["mlp_shard"] == shard and r["mlp_spec"] == spec and r["devices"] == 8, r
+
+
+def test_sharded_checkpoint_resumes_exactly(sharded_training):
+    r = sharded_training["resumed"]
+    assert r["from"] == 3
+    assert r["param_diff"] < 1e-5, r
