@@ -35,15 +35,27 @@ DISTRIBUTED_ENV = "GGA_JAX_DISTRIBUTED"
 
 
 def initialize_distributed(enabled: bool = False) -> bool:
-    """Calls `jax.distributed.initialize()` when asked by flag or by $GGA_JAX_DISTRIBUTED=1.
+    """Calls `jax.distributed.initialize` when asked by flag or by $GGA_JAX_DISTRIBUTED=1.
 
-    On a TPU VM pod slice (and on SLURM / Open MPI GPU clusters) JAX finds the
-    coordinator and the process ids itself, so no argument is needed. Must run
-    before anything touches a device. Returns whether it initialised.
+    On TPU VM pod slices, SLURM and Open MPI clusters JAX finds the coordinator
+    and the process ids itself. Elsewhere (a hand-made GPU cluster, or several
+    CPU processes on one machine) set $JAX_COORDINATOR_ADDRESS (host:port of
+    process 0) and $GGA_JAX_NUM_PROCESSES / $GGA_JAX_PROCESS_ID. Must run before
+    anything touches a device. Returns whether it initialised.
     """
     if not (enabled or os.environ.get(DISTRIBUTED_ENV, "") in ("1", "true", "True")):
         return False
-    jax.distributed.initialize()
+    kwargs = {}
+    if "GGA_JAX_NUM_PROCESSES" in os.environ:
+        kwargs = dict(
+            coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+            num_processes=int(os.environ["GGA_JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["GGA_JAX_PROCESS_ID"]),
+        )
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        # CPU processes exchange arrays through gloo; the default has no cross-process path.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
     return True
 
 

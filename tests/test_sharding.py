@@ -4,8 +4,10 @@ The multi-device claims run in a subprocess with 8 forced CPU devices (the test
 process itself has already initialised one).
 """
 
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -269,3 +271,132 @@ def test_sharded_checkpoint_resumes_exactly(sharded_training):
     r = sharded_training["resumed"]
     assert r["from"] == 3
     assert r["param_diff"] < 1e-5, r
+
+
+# --- 2 processes x 2 devices: multi-host training -----------------------------------------
+
+
+def multihost_model():
+    from gga_jax.models import vit
+
+    return vit.Model(
+        4,
+        width=32,
+        depth=2,
+        num_heads=2,
+        mlp_dim=64,
+        patch_size=4,
+        edges=((0, 1), (2, 4), (4, 0)),
+        adapter_rank=4,
+    )
+
+
+def multihost_batches(start, batch=16):
+    for s in itertools.count(start):
+        rng = np.random.default_rng(s)
+        yield {
+            "inputs": rng.normal(size=(batch, 8, 8, 3)).astype(np.float32),
+            "labels": rng.integers(0, 4, batch).astype(np.int32),
+        }
+
+
+def multihost_config():
+    return ml_collections.ConfigDict(
+        dict(
+            steps=4,
+            batch_size=16,
+            optimizer="sgd",
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=0.0,
+            schedule="cosine",
+            warmup_steps=1,
+            warmup_fraction=0.0,
+            grad_clip_norm=0.0,
+            label_smoothing=0.0,
+            log_every=1,
+            checkpoint_every=2,
+        )
+    )
+
+
+MULTIHOST_SCRIPT = """
+import json, os, sys
+from gga_jax import sharding
+assert sharding.initialize_distributed()
+import jax, numpy as np
+from jax.experimental import multihost_utils
+from gga_jax import train
+sys.path.insert(0, "tests")
+from test_sharding import multihost_batches, multihost_config, multihost_model
+
+model = multihost_model()
+params = jax.jit(model.init)(jax.random.PRNGKey(0), next(multihost_batches(0))["inputs"])
+p = sharding.Partitioner(sharding.make_mesh([("data", 2), ("fsdp", 2)]), fsdp_min_size=256)
+out, _ = train.fit(model, params["params"], train.TRAINABLE["full_finetune"],
+                   multihost_batches, multihost_config(), sys.argv[1], partitioner=p)
+flat = train.flatten(out)
+kernel = flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"]
+gathered = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+            for k, v in flat.items()}
+if jax.process_index() == 0:
+    np.savez(os.path.join(sys.argv[1], "final.npz"), **gathered)
+print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
+                  "local_devices": jax.local_device_count(),
+                  "fully_addressable": kernel.is_fully_addressable,
+                  "local_shard": list(kernel.addressable_shards[0].data.shape)}))
+"""
+
+
+def test_two_processes_train_like_one_device(tmp_path):
+    """jax.distributed over 2 CPU processes (gloo), each feeding its own rows of the batch."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for pid in range(2):
+        env = dict(
+            os.environ,
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            JAX_PLATFORMS="cpu",
+            OPENBLAS_NUM_THREADS="1",
+            PYTHONPATH=ROOT,
+            GGA_JAX_DISTRIBUTED="1",
+            JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+            GGA_JAX_NUM_PROCESSES="2",
+            GGA_JAX_PROCESS_ID=str(pid),
+        )
+        cmd = [sys.executable, "-c", MULTIHOST_SCRIPT, str(tmp_path / "run")]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-4000:]
+    for pid, (out, _) in enumerate(outputs):
+        assert json.loads(out.strip().splitlines()[-1]) == {
+            "process": pid,
+            "devices": 4,
+            "local_devices": 2,
+            "fully_addressable": False,
+            "local_shard": [32, 32],
+        }
+    from gga_jax import train
+
+    model = multihost_model()
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), next(multihost_batches(0))["inputs"])
+    ref, _ = train.fit(
+        model,
+        params["params"],
+        train.TRAINABLE["full_finetune"],
+        multihost_batches,
+        multihost_config(),
+        str(tmp_path / "ref"),
+    )
+    got = np.load(tmp_path / "run" / "final.npz")
+    ref = train.flatten(ref)
+    assert sorted(got.files) == sorted(ref)
+    for name, value in ref.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-5, err_msg=name)
