@@ -1,6 +1,9 @@
 """SPEC §3: every G_ij from one forward and one backward, and their aggregations."""
 
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +126,169 @@ def test_candidates_leave_minus_inf_elsewhere(setup):
         assert np.all(np.isneginf(np.asarray(sub)[~mask]))
 
 
+# --- sharded over the edge axis of a mesh of 8 CPU devices ----------------------------
+
+# Runs in a fresh process: this one already initialised a single CPU device. It prints
+# one JSON object; the tests below read it, one claim each.
+SHARDED_SCRIPT = """
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from gga_jax import graph, scoring
+from gga_jax.models import vit
+
+model = vit.Model(5, width=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4)
+images = jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 3))
+labels = jnp.arange(16) % 5
+params = jax.jit(model.init)(jax.random.PRNGKey(0), images)["params"]
+params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(2), (16, 5))
+params["cls"] = jax.random.normal(jax.random.PRNGKey(3), params["cls"].shape)
+subset = graph.candidates(2)[::2]  # 13 edges: not a multiple of 8
+meshes = {
+    "8": jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,)),
+    "4x2": jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2),
+}
+small = {  # on the first devices only
+    k: jax.make_mesh((k,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:k])
+    for k in (1, 2)
+}
+
+
+def fsdp(tree, mesh):
+    # Shards every leaf with an even leading axis over "fsdp", as an FSDP run would.
+    spec = lambda x: P("fsdp") if x.ndim and x.shape[0] % 2 == 0 else P()
+    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, spec(x)), tree)
+
+
+sharded_params = {"8": params, "4x2": jax.device_put(params, fsdp(params, meshes["4x2"]))}
+out = {"scores": {}, "reference": {}}
+for how in ("srank", "fro"):
+    full = scoring.score_edges(model, params, images, labels, aggregation=how, micro_batch=8)
+    out["reference"][how] = np.asarray(full).tolist()
+for name, mesh in meshes.items():
+    for cands, chunk, how in [
+        ("all", None, "srank"), ("all", 3, "fro"), ("subset", None, "fro"), ("subset", 3, "srank")
+    ]:
+        got = scoring.score_edges(
+            model, sharded_params[name], images, labels, aggregation=how, micro_batch=8,
+            chunk=chunk, mesh=mesh, candidates=subset if cands == "subset" else None,
+        )
+        out["scores"][f"{name}/{cands}/{chunk}/{how}"] = np.asarray(got).tolist()
+got = scoring.score_edges(
+    model, sharded_params["4x2"], images, labels, micro_batch=8, mesh=meshes["4x2"],
+    srank_method="gram64",
+)
+out["scores"]["4x2/all/None/srank/gram64"] = np.asarray(got).tolist()
+got = scoring.score_edges(model, params, images, labels, micro_batch=8, chunk=3, mesh=small[1])
+out["scores"]["1/all/3/srank"] = np.asarray(got).tolist()  # a ring of one device
+
+g = scoring.edge_gradients(model, params, images, labels, edges=subset, micro_batch=8,
+                           mesh=meshes["8"])
+full = np.asarray(scoring.edge_gradients(model, params, images, labels))
+out["g"] = {
+    "shape": g.shape,
+    "spec": str(g.sharding.spec),
+    "shard_shapes": [s.data.shape for s in g.addressable_shards],
+    "devices": len({s.device for s in g.addressable_shards}),
+    "rows_error": float(np.abs(np.asarray(g)[:13] - np.stack([full[e] for e in subset])).max()),
+    "rows_scale": float(np.abs(full).max()),
+    "padding_max": float(np.abs(np.asarray(g)[13:]).max()),
+}
+
+abstract = lambda tree: jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+)
+out["memory"] = {
+    name: scoring.scoring_memory(
+        model, abstract(p), abstract(images), abstract(labels), mesh=mesh, micro_batch=16,
+        chunk=3,
+    )
+    for name, p, mesh in [
+        ("replicated", params, meshes["4x2"]),
+        ("fsdp", sharded_params["4x2"], meshes["4x2"]),
+        ("2 devices", params, small[2]),
+    ]
+}
+try:
+    scoring.score_edges(model, params, images, labels, micro_batch=4, mesh=meshes["8"])
+except ValueError as e:
+    out["micro_batch_error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def sharded():
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "OPENBLAS_NUM_THREADS": "1",
+        "JAX_PLATFORMS": "cpu",
+    }
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_sharded_scores_equal_unsharded(sharded):
+    mask = graph.candidate_mask(graph.candidates(DEPTH)[::2], DEPTH)
+    assert len(sharded["scores"]) == 10
+    for key, got in sharded["scores"].items():
+        mesh, cands, chunk, how = key.split("/")[:4]
+        want = np.array(sharded["reference"][how])
+        want = np.where(mask, want, -np.inf) if cands == "subset" else want
+        if how == "srank":
+            np.testing.assert_array_equal(got, want, err_msg=key)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=key)
+
+
+def test_sharded_gradient_accumulator_holds_one_block_per_device(sharded):
+    g, d = sharded["g"], 16
+    assert g["shape"] == [16, d, d]  # 13 edges padded to 16 for 8 devices
+    assert g["spec"] == str(jax.sharding.PartitionSpec(("data",))) and g["devices"] == 8
+    assert g["shard_shapes"] == [[16 // 8, d, d]] * 8
+    assert g["rows_error"] <= 1e-5 * g["rows_scale"] and g["padding_max"] == 0
+
+
+def test_scoring_memory_from_abstract_arrays(sharded):
+    # n = 5 nodes; a micro-batch of 16 images of T = 5 tokens, d = 16.
+    nodes = 2 * 5 * 16 * 5 * 16 * 4  # all node values and cotangents of a micro-batch
+    for name, memory in sharded["memory"].items():
+        devices = 2 if name == "2 devices" else 8
+        assert memory["g_block"] == -(-25 // devices) * 16 * 16 * 4  # 25 edges, padded
+        # The device's rows and the incoming ones of the ring.
+        assert memory["nodes_local"] == 2 * nodes // devices
+        assert memory["gradients_output"] == memory["g_block"] == memory["scores_args"]
+        assert all(v > 0 for v in memory.values()), (name, memory)
+        assert memory["peak"] >= memory["gradients_args"] + memory["g_block"]
+        assert memory["peak"] >= memory["g_block"] + memory["nodes_local"]
+    fsdp, replicated = sharded["memory"]["fsdp"], sharded["memory"]["replicated"]
+    assert fsdp["gradients_args"] < replicated["gradients_args"]  # params stay sharded
+
+
+def test_sharded_nodes_are_never_gathered_on_one_device(sharded):
+    replicated, two = sharded["memory"]["replicated"], sharded["memory"]["2 devices"]
+    # Gathering the micro-batch's nodes (2 n M T d * 4 bytes) would take more temp than this.
+    assert replicated["gradients_temp"] < 2 * 5 * 16 * 5 * 16 * 4
+    for key in ("nodes_local", "gradients_temp"):
+        assert replicated[key] < two[key], key  # the same micro-batch on 4x more devices
+
+
+def test_sharded_micro_batch_must_divide_over_the_devices(sharded):
+    assert (
+        "micro-batch of 4 examples must be divisible by the 8 devices"
+        in (sharded["micro_batch_error"])
+    )
+
+
 # --- aggregations against float64 NumPy -----------------------------------------------
 
 
@@ -185,6 +351,95 @@ def test_srank_within_one_of_float64_on_random_gradient_matrices(setup):
         assert np.mean(got == want) >= 0.9
 
 
+# --- srank methods: "gram64" against the float64 reference ----------------------------
+
+
+def equations(jaxpr):
+    """Every equation of a (closed) jaxpr and of the jaxprs nested in it."""
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple) else (param,):
+                if hasattr(sub, "eqns"):
+                    yield from equations(sub)
+
+
+def with_spectrum(rng, s):
+    """A float32 (d, d) matrix U diag(s) V^T with random orthogonal U, V."""
+    u, _ = np.linalg.qr(rng.normal(size=(len(s), len(s))))
+    v, _ = np.linalg.qr(rng.normal(size=(len(s), len(s))))
+    return ((u * s) @ v.T).astype(np.float32)
+
+
+def test_gram64_srank_equals_float64_reference_on_edge_gradients(setup):
+    model, params, images, labels = setup
+    g = np.asarray(scoring.edge_gradients(model, params, images, labels))
+    want = np.array([[scoring.srank_reference(g[i, j]) for j in range(N)] for i in range(N)])
+    np.testing.assert_array_equal(scoring.srank(jnp.asarray(g), method="gram64"), want)
+    scores = scoring.score_edges(model, params, images, labels, srank_method="gram64")
+    np.testing.assert_array_equal(scores, want)
+
+
+def test_gram64_srank_on_spectra_over_six_decades():
+    rng = np.random.default_rng(3)
+    mats = []
+    for _ in range(60):
+        d = int(rng.integers(8, 48))
+        s = np.sort(10.0 ** -rng.uniform(0, 6, d))[::-1] * 10.0 ** rng.uniform(-3, 3)
+        mats.append(np.pad(with_spectrum(rng, s), ((0, 48 - d), (0, 48 - d))))
+    want = [scoring.srank_reference(m) for m in mats]
+    assert len(set(want)) > 10
+    np.testing.assert_array_equal(scoring.srank(jnp.asarray(np.stack(mats)), method="gram64"), want)
+
+
+def test_gram64_srank_at_the_threshold_boundary():
+    # sum_{m<=k} s_m = (1 - eta) * total * (1 + delta): srank k for delta = +1e-5,
+    # k + 1 for delta = -1e-5. The tail (below s_k) is scaled down to put the crossing there.
+    rng = np.random.default_rng(4)
+    eta, mats, margins = 0.01, [], []
+    for delta in (1e-5, -1e-5) * 30:
+        d, k = 32, int(rng.integers(2, 24))
+        head = np.sort(10.0 ** -rng.uniform(0, 1, k))[::-1]
+        tail = np.sort(head[-1] * rng.uniform(0.1, 1.0, d - k))[::-1]
+        scale = (head.sum() / ((1 - eta) * (1 + delta)) - head.sum()) / tail.sum()
+        assert scale < 1
+        s = np.concatenate([head, scale * tail])
+        mats.append(with_spectrum(rng, s))
+        ref = np.linalg.svd(mats[-1].astype(np.float64), compute_uv=False)
+        margins.append(abs(np.cumsum(ref)[k - 1] / ((1 - eta) * ref.sum()) - 1))
+    want = [scoring.srank_reference(m, eta) for m in mats]
+    assert max(margins) < 3e-5  # the float32 matrices kept the crossing that close
+    got = scoring.srank(jnp.asarray(np.stack(mats)), eta, method="gram64")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_gram64_on_wide_and_tall_matrices():
+    rng = np.random.default_rng(5)
+    for shape in ((3, 12, 5), (3, 5, 12)):
+        mats = rng.normal(size=shape) * 10.0 ** -rng.uniform(0, 4, shape[-1])
+        want = [scoring.srank_reference(m.astype(np.float32)) for m in mats]
+        got = scoring.srank(jnp.asarray(mats, jnp.float32), method="gram64")
+        np.testing.assert_array_equal(got, want)
+
+
+def test_gram64_computes_in_float64_although_x64_is_off():
+    assert not jax.config.jax_enable_x64
+    f = jax.jit(lambda m: scoring.srank(m, method="gram64"))
+    eqns = list(equations(jax.make_jaxpr(f)(jnp.ones((2, 6, 4)))))
+    for name in ("dot_general", "eigh"):
+        found = [e for e in eqns if e.primitive.name == name]
+        dtypes = {v.aval.dtype for e in found for v in (*e.invars, *e.outvars)}
+        assert found and dtypes == {np.dtype(np.float64)}, (name, dtypes)
+    assert f(jnp.ones((2, 6, 4))).dtype == jnp.int32
+
+
+@pytest.mark.parametrize("backend,method", [("gpu", "eigh"), ("cpu", "svd"), ("tpu", "svd")])
+def test_auto_method_follows_the_default_backend(monkeypatch, backend, method):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    eqns = equations(jax.make_jaxpr(lambda m: scoring.srank(m))(jnp.ones((2, 4, 4))))
+    assert method in {e.primitive.name for e in eqns}
+
+
 @pytest.mark.parametrize("how", [h for h in scoring.AGGREGATIONS if h != "srank"])
 def test_aggregations_match_numpy(how):
     mats = np.random.default_rng(2).normal(size=(10, 12, 12))
@@ -208,6 +463,14 @@ def test_eta_outside_open_unit_interval(eta):
         scoring.srank(jnp.eye(3), eta=eta)
 
 
+@pytest.mark.parametrize("method", ["eigh", "SVD", None, 1])
+def test_unknown_srank_method(method):
+    with pytest.raises(ValueError, match="Unknown srank method .* valid: .*'gram64'"):
+        scoring.srank(jnp.eye(3), method=method)
+    with pytest.raises(ValueError, match="Unknown srank method"):
+        scoring.aggregate(jnp.eye(3), "srank", method=method)
+
+
 def test_bad_scoring_arguments(setup):
     model, params, images, labels = setup
     with pytest.raises(ValueError, match="Unknown aggregation 'rank'"):
@@ -224,6 +487,8 @@ def test_bad_scoring_arguments(setup):
         scoring.score_edges(model, params, images, labels, candidates=[(0, 5)])
     with pytest.raises(ValueError, match="candidates is empty"):
         scoring.score_edges(model, params, images, labels, candidates=[])
+    with pytest.raises(ValueError, match="Unknown srank method 'eig'"):
+        scoring.score_edges(model, params, images, labels, srank_method="eig")
 
 
 def test_scorer_and_gga_run_unchanged_on_the_pretrained_small_vit():
