@@ -128,13 +128,14 @@ class EdgeAdapters(nn.Module):
         return self.edge[_key(edge)](x)
 
 
-def run_graph(model, x0, steps, perturb_nodes: bool = False) -> tuple:
+def run_graph(model, x0, steps, perturb_nodes: bool = False, pass1=None) -> tuple:
     """graph.propagate with `model`'s adapters; call it inside the model's compact __call__.
 
     `model` carries the shared fields (edges, depth, adapter_kind, adapter_rank,
     adapter_activation, adapter_layer_norm, dtype); the adapters become its
     submodule `adapters`. With perturb_nodes, every node k gets a zero variable
     `node_{k}` of collection "perturbations", whose gradient is dL/dx_k (scoring).
+    pass1 ({i: z_i}) replaces the gradient-free first pass (graph.propagate).
     """
     edges = graph.validate_edges(model.edges, model.depth)
     adapt = None
@@ -150,4 +151,4 @@ def run_graph(model, x0, steps, perturb_nodes: bool = False) -> tuple:
             name="adapters",
         )
     tap = (lambda k, x: model.perturb(f"node_{k}", x)) if perturb_nodes else None
-    return graph.propagate(x0, steps, edges, adapt, tap)
+    return graph.propagate(x0, steps, edges, adapt, tap, pass1)

@@ -97,11 +97,15 @@ class Split:
         return len(self.labels)
 
     def take(self, indices) -> dict[str, Any]:
-        """The examples at `indices` (B,), as a batch {"inputs", "labels": (B,) int32}."""
+        """The examples at `indices` (B,): {"inputs", "labels": (B,) int32, "index": (B,) int32}.
+
+        "index" lets per-example caches (train.pass1_values) follow the batch.
+        """
         indices = np.asarray(indices)
         return {
             "inputs": jax.tree.map(lambda x: x[indices], self.inputs),
             "labels": self.labels[indices],
+            "index": indices.astype(np.int32),
         }
 
 

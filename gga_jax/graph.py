@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -120,6 +120,7 @@ def propagate(
     edges: Sequence[Edge],
     adapt: Callable[[Edge, Any], Any] | None = None,
     tap: Callable[[int, Any], Any] | None = None,
+    pass1: Mapping[int, Any] | None = None,
 ) -> tuple[Any, ...]:
     """The adapted forward of SPEC §1 over the nodes; returns all n node values.
 
@@ -132,6 +133,10 @@ def propagate(
       adapt: adapt(edge, x) applies the adapter of `edge` to a node value.
       tap: tap(k, x_k) may replace the final value of node k; scoring uses it to
         add a zero perturbation whose gradient is the cotangent dL/dx_k.
+      pass1: {i: z_i} for every recurrent source i, precomputed plain node
+        values of these same inputs; pass 1 is then not run. Pass 1 has no
+        adapters, so z_i depends only on the input and can be cached across
+        epochs (train.pass1_values).
 
     Node k is computed as: the plain step from x_{k-1}; plus A(x_i) for every
     parallel/long-range edge (i, k) (x_i the final, adapted value of node i);
@@ -150,7 +155,7 @@ def propagate(
     z, nodes = {}, []
     for k in range(n):
         if k == first:
-            z = _pass1(nodes[-1] if nodes else x0, k, steps, edges)
+            z = _pass1(nodes[-1] if nodes else x0, k, steps, edges, pass1)
         x = x0 if k == 0 else steps[k - 1](nodes[k - 1])
         for e in incoming[k]:
             x = x + adapt(e, nodes[e[0]])
@@ -162,7 +167,7 @@ def propagate(
     return tuple(nodes)
 
 
-def _pass1(x_start, start: int, steps, edges) -> dict[int, Any]:
+def _pass1(x_start, start: int, steps, edges, given=None) -> dict[int, Any]:
     """Pass 1 of the two-pass forward (paper Eq. 3): plain nodes z_i, no gradient.
 
     `x_start` is the plain value of node start - 1 (x0 when start is 0). Only the
@@ -170,6 +175,13 @@ def _pass1(x_start, start: int, steps, edges) -> dict[int, Any]:
     ceil(i_max / 2) blocks; later blocks are never traced.
     """
     sources = recurrent_sources(edges)
+    if given is not None:
+        missing = sorted(set(sources) - {int(i) for i in given})
+        if missing:
+            raise ValueError(
+                f"pass1 lacks the recurrent source nodes {missing}; it has {sorted(given)}."
+            )
+        return {int(i): jax.lax.stop_gradient(v) for i, v in given.items()}
     if not sources:
         return {}
     z, x, begin = {}, x_start, max(start - 1, 0)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gga_jax import checkpoints, sharding
+from gga_jax import checkpoints, graph, sharding
 
 TRAINABLE = {
     "adapters": r"^(adapters|head)/",
@@ -111,14 +111,18 @@ def make_train_step(
 ):
     """A jitted step (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics).
 
-    The trainable parameters and optimizer state are donated: XLA updates them in
+    A batch is {"inputs", "labels"} and optionally "pass1" ({i: (B, T, d)}, see
+    `pass1_values`), which replaces the first pass of recurrent edges. The
+    trainable parameters and optimizer state are donated: XLA updates them in
     place. `shardings` ({"trainable", "frozen", "opt_state", "batch", "replicated"},
     see `state_shardings`) pins every input and output to its place on the mesh;
     without it the step follows its inputs' placement.
     """
 
     def loss_fn(trainable, frozen, batch):
-        logits = model.apply({"params": unflatten({**frozen, **trainable})}, batch["inputs"])
+        variables = {"params": unflatten({**frozen, **trainable})}
+        extra = {"pass1": batch["pass1"]} if "pass1" in batch else {}
+        logits = model.apply(variables, batch["inputs"], **extra)
         loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
         return loss, jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
 
@@ -216,6 +220,7 @@ def evaluate(eval_step, params, batches, partitioner=None) -> dict[str, float]:
     """Accuracy and mean loss over an iterator of masked batches (split over the mesh)."""
     total = np.zeros(3)
     for batch in batches:
+        batch = {k: v for k, v in batch.items() if k != "index"}
         batch = batch if partitioner is None else partitioner.to_global(batch)
         total += np.asarray(eval_step(params, batch))
     if total[2] == 0:
@@ -266,6 +271,7 @@ def fit(
     *,
     label: str = "",
     partitioner: sharding.Partitioner | None = None,
+    pass1: Mapping[int, np.ndarray] | None = None,
 ) -> tuple[dict, dict[str, Any]]:
     """Trains the parameters that match `trainable_pattern` for config.steps steps.
 
@@ -274,6 +280,8 @@ def fit(
     `batches(start_step)` yields the training batches from that step on (the same
     global batch on every host). With a partitioner, parameters, optimizer state
     and batches are placed on its mesh by its rules, the frozen backbone included.
+    `pass1` ({i: (N, T, d)} from `pass1_values`, indexed by the batches' "index")
+    feeds recurrent edges their first-pass values instead of recomputing them.
     Returns the final full parameter tree and a summary (final loss, steps/s).
     """
     from tqdm import tqdm
@@ -285,7 +293,7 @@ def fit(
     start, restored = manager.restore_latest(state)
     trainable, opt_state = (restored or state)["trainable"], (restored or state)["opt_state"]
     step_fn = make_train_step(model, opt, config.label_smoothing, shardings)
-    place = (lambda b: b) if partitioner is None else partitioner.to_global
+    place = _feeder(partitioner, pass1)
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
     bar = tqdm(
@@ -321,6 +329,47 @@ def fit(
         "trainable_params": count_params(trainable),
     }
     return unflatten({**frozen, **trainable}), summary
+
+
+def _feeder(partitioner, pass1):
+    """batch -> what the step takes: "index" swapped for cached pass-1 rows, placed on the mesh."""
+
+    def feed(batch):
+        batch = dict(batch)
+        index = batch.pop("index", None)
+        if pass1 is not None:
+            if index is None:
+                raise ValueError("A pass-1 cache needs batches with an 'index' (data.Split.take).")
+            batch["pass1"] = {i: z[index] for i, z in pass1.items()}
+        return batch if partitioner is None else partitioner.to_global(batch)
+
+    return feed
+
+
+def pass1_values(model, params, inputs, batch_size: int) -> dict[int, np.ndarray]:
+    """Plain node values z_i (N, T, d) of `inputs` at `model`'s recurrent sources, on the host.
+
+    Pass 1 of SPEC §1 runs the backbone with no adapters, so z_i is a function of
+    the example alone: computed once here, it serves every epoch, and a step with
+    recurrent edges then costs what one without them does. Only valid while the
+    inputs of an example never change (no random augmentation).
+    """
+    sources = graph.recurrent_sources(model.edges)
+    plain = model.clone(edges=())
+    backbone = {k: v for k, v in params.items() if k != "adapters"}
+
+    @jax.jit
+    def nodes(batch):
+        _, out = plain.apply({"params": backbone}, batch, return_nodes=True)
+        return {i: out["nodes"][i] for i in sources}
+
+    num = len(jax.tree_util.tree_leaves(inputs)[0])
+    parts = []
+    for start in range(0, num, batch_size):
+        rows = np.minimum(np.arange(start, start + batch_size), num - 1)  # one compiled shape
+        out = nodes(jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
+        parts.append({i: np.asarray(v)[: num - start] for i, v in out.items()})
+    return {i: np.concatenate([p[i] for p in parts]) for i in sources}
 
 
 def _initial_state(opt, trainable, frozen, partitioner, config):

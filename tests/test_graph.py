@@ -121,3 +121,23 @@ def test_propagate_shares_the_nodes_before_the_first_target_with_pass1():
     # Nodes 0-2 are computed once; pass 1 resumes from node 2 up to i_max = 5.
     assert calls == [1, 2, 3, 4, 5, 3, 4, 5, 6]
     assert nodes[3] == 1 + 2 + 3 + 100 * (1 + 2 + 3 + 4 + 5)
+
+
+def test_propagate_with_given_pass1_values_runs_only_pass2():
+    """Cached z_i (pass 1 has no adapters, so z depends on the input only) replace pass 1."""
+    calls = []
+    steps = [lambda x, k=k: calls.append(k) or x + k for k in range(1, 7)]
+    edges = ((3, 1), (6, 0))
+    computed = graph.propagate(1.0, steps, edges, adapt=lambda e, x: 10 * x)
+    z = {3: 1.0 + 1 + 2 + 3, 6: 1.0 + 1 + 2 + 3 + 4 + 5 + 6}
+    calls.clear()
+    given = graph.propagate(1.0, steps, edges, adapt=lambda e, x: 10 * x, pass1=z)
+    assert calls == [1, 2, 3, 4, 5, 6]
+    assert given == computed
+
+
+def test_given_pass1_values_must_cover_every_recurrent_source():
+    with pytest.raises(ValueError, match=r"lacks the recurrent source nodes \[6\]; it has \[3\]"):
+        graph.propagate(
+            0.0, [lambda x: x] * 6, ((3, 1), (6, 0)), adapt=lambda e, x: x, pass1={3: 0.0}
+        )

@@ -184,3 +184,52 @@ def test_evaluate_counts_only_real_rows():
     assert result["examples"] == 5 and result["accuracy"] == pytest.approx(want)
     with pytest.raises(ValueError, match="empty"):
         train.evaluate(eval_step, params, [{**batch, "mask": np.zeros(8, bool)}])
+
+
+def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(tmp_path):
+    """Three epochs of an 8-example split: cached z_i give the same parameters."""
+    model = tiny(((0, 1), (4, 0), (3, 1)))
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 8).astype(np.int32)
+
+    def epochs(start):
+        for s in itertools.count(start):
+            index = np.roll(np.arange(8), s)[:4]
+            yield {"inputs": inputs[index], "labels": labels[index], "index": index}
+
+    params = init(model)
+    config = train_config(steps=6, checkpoint_every=100)
+    cache = train.pass1_values(model, params, inputs, batch_size=3)
+    plain = model.clone(edges=()).apply({"params": params}, inputs, return_nodes=True)[1]
+    assert sorted(cache) == [3, 4]
+    np.testing.assert_allclose(cache[4], plain["nodes"][4], atol=1e-6)
+    cached, _ = train.fit(
+        model,
+        params,
+        train.TRAINABLE["adapters"],
+        epochs,
+        config,
+        str(tmp_path / "a"),
+        pass1=cache,
+    )
+    recomputed, _ = train.fit(
+        model, params, train.TRAINABLE["adapters"], epochs, config, str(tmp_path / "b")
+    )
+    for name, value in train.flatten(recomputed).items():
+        np.testing.assert_allclose(train.flatten(cached)[name], value, atol=1e-6, err_msg=name)
+
+    opt = train.optimizer(config, 6)
+    trainable, frozen = train.partition(params, train.TRAINABLE["adapters"])
+    batch = next(epochs(0))
+    del batch["index"]
+    with_cache = dict(batch, pass1={i: z[:4] for i, z in cache.items()})
+
+    def flops(b):
+        step = train.make_train_step(model, opt)
+        return (
+            step.lower(trainable, frozen, opt.init(trainable), b).compile().cost_analysis()["flops"]
+        )
+
+    # Pass 1 up to node 4 is the whole 2-block backbone: a third of the step's FLOPs.
+    assert flops(batch) / flops(with_cache) > 1.3

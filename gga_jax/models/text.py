@@ -281,7 +281,9 @@ class _Model(nn.Module):
         return x[:, 0]
 
     @nn.compact
-    def __call__(self, inputs, *, return_nodes: bool = False, perturb_nodes: bool = False):
+    def __call__(
+        self, inputs, *, return_nodes: bool = False, perturb_nodes: bool = False, pass1=None
+    ):
         """Logits (B, num_classes) for a token batch; with return_nodes, (logits, out).
 
         inputs: {"input_ids": (B, T) int, optionally "attention_mask": (B, T)
@@ -312,7 +314,7 @@ class _Model(nn.Module):
         )
         x0 = embeddings(ids, position_ids(ids, self.kind, self.pad_token_id), types)
         steps = [lambda x, k=k: encoder.step(k, x, keep) for k in range(1, 2 * self.depth + 1)]
-        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1)
         # Post-LN: the last node is already normalised, there is no final norm.
         pre_logits = self._pool(nodes[-1], keep)
         return models.classify(self, pre_logits, nodes, return_nodes)

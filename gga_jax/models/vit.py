@@ -232,13 +232,17 @@ class _Model(nn.Module):
         raise ValueError(f"Unknown pool_type {self.pool_type!r}; valid: 'tok', 'gap', 'map'.")
 
     @nn.compact
-    def __call__(self, image, *, return_nodes: bool = False, perturb_nodes: bool = False):
+    def __call__(
+        self, image, *, return_nodes: bool = False, perturb_nodes: bool = False, pass1=None
+    ):
         """Logits (B, num_classes) for NHWC images; with return_nodes, (logits, out).
 
         out["nodes"] is the tuple of the n = 2L + 1 node values, each (B, T, d);
         out["pre_logits"] the pooled representation. perturb_nodes adds a zero
         variable `node_{k}` of collection "perturbations" at every node, whose
-        gradient is the cotangent dL/dx_k (used by scoring).
+        gradient is the cotangent dL/dx_k (used by scoring). pass1, {i: (B, T, d)}
+        plain node values of these images at the recurrent sources, skips the
+        first pass of the two-pass forward.
         """
         encoder = Encoder(
             self.depth,
@@ -249,7 +253,7 @@ class _Model(nn.Module):
             name="Transformer",
         )
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
-        nodes = adapters_lib.run_graph(self, self._embed(image), steps, perturb_nodes)
+        nodes = adapters_lib.run_graph(self, self._embed(image), steps, perturb_nodes, pass1)
         pre_logits = self._pool(encoder.norm(nodes[-1]))
         return models.classify(self, pre_logits, nodes, return_nodes)
 
