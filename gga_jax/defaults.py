@@ -64,9 +64,27 @@ def base() -> ml_collections.ConfigDict:
     c.scoring.micro_batch = 64
     c.scoring.chunk = ml_collections.FieldReference(None, field_type=int)
     c.scoring.aggregation = "srank"
+    # srank method: "svd" (float32 SVD), "gram64" (float64 eigenvalues of G^T G, fast on
+    # GPUs) or "auto" (gram64 on GPU, svd elsewhere); all agree with float64 NumPy.
+    c.scoring.srank_method = "auto"
     c.scoring.eta = 0.01
     c.scoring.head_steps = -1  # -1: 2.5% of train.steps (SPEC §3)
     c.scoring.head_lr = 0.0  # 0: train.lr
+
+    # Devices (gga_jax.sharding): the mesh axes, -1 = the remaining devices. Training
+    # splits the batch over sharding.batch_axes; the scorer splits the edges over all axes.
+    c.mesh = (("data", -1),)
+    c.sharding = ml_collections.ConfigDict()
+    # First matching regex wins: "replicate", "fsdp" (largest divisible dimension over
+    # fsdp_axis, for tensors of at least fsdp_min_size elements; a mesh without that axis
+    # replicates) or an explicit spec such as (None, "fsdp").
+    c.sharding.rules = ((".*", "fsdp"),)
+    c.sharding.batch_axes = ("data", "fsdp")
+    c.sharding.fsdp_axis = "fsdp"
+    c.sharding.fsdp_min_size = 2**14
+    # Multi-host (TPU pod slices, GPU clusters): jax.distributed.initialize() at start-up;
+    # $GGA_JAX_DISTRIBUTED=1 does the same.
+    c.distributed = False
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 500
@@ -81,6 +99,12 @@ def base() -> ml_collections.ConfigDict:
     c.train.warmup_fraction = 0.06
     c.train.grad_clip_norm = 0.0
     c.train.label_smoothing = 0.0
+    # Recurrent edges: compute pass 1 (the plain backbone, SPEC §1) once per training
+    # example instead of every step, when training sees an example more than once
+    # and the cached values fit pass1_cache_gib of host memory. Needs fixed inputs
+    # per example (the pipeline has no random augmentation).
+    c.train.pass1_cache = True
+    c.train.pass1_cache_gib = 8.0
     c.train.log_every = 10
     c.train.checkpoint_every = 100
     return c

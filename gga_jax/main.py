@@ -28,12 +28,13 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gga_jax import checkpoints, graph, placement, plots, scoring
+from gga_jax import checkpoints, graph, placement, plots, scoring, sharding
 from gga_jax import data as data_lib
 from gga_jax import train as train_lib
 from gga_jax.models import text, vit
 
 MODES = ("linear_probe", "full_finetune")
+_KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
 SCORED_POLICIES = ("gga", "top_k")
 # Keys that may change between a run and its resumption (they do not change results).
 RESUMABLE_KEYS = (
@@ -47,12 +48,23 @@ RESUMABLE_KEYS = (
 # --- config -> backbone ------------------------------------------------------------
 
 
-def backbone(config: ml_collections.ConfigDict, num_classes: int, example):
+def backbone(config: ml_collections.ConfigDict, num_classes: int, example, partitioner=None):
     """(make_model(edges), params) for config.model, with the pre-trained weights loaded.
 
     make_model(edges) returns the model with adapters on `edges` (config.adapter
-    settings); params holds the backbone and a zero-initialised head.
+    settings); params holds the backbone and a zero-initialised head, initialised
+    directly in its place on the partitioner's mesh when one is given.
     """
+    factory = backbone_factory(config, num_classes)
+    model = factory(())
+    init = lambda rng: model.init(rng, example)["params"]  # noqa: E731
+    out = None if partitioner is None else partitioner.params(jax.eval_shape(init, _KEY))
+    params = jax.jit(init, out_shardings=out)(jax.random.PRNGKey(config.seed))
+    return factory, load_weights(config.model, model, params)
+
+
+def backbone_factory(config: ml_collections.ConfigDict, num_classes: int):
+    """make_model(edges): config.model with adapters (config.adapter) on `edges`."""
     kw = dict(config.model.overrides or {})
     settings = dict(
         adapter_rank=config.adapter.rank,
@@ -73,9 +85,7 @@ def backbone(config: ml_collections.ConfigDict, num_classes: int, example):
             **kw,
         )
 
-    model = factory(())
-    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), example)["params"]
-    return factory, load_weights(config.model, model, params)
+    return factory
 
 
 def load_weights(model_config, model, params):
@@ -137,41 +147,49 @@ def arm_config(config, arm: str) -> ml_collections.ConfigDict:
     return arm_cfg
 
 
-def choose_edges(config, arm, factory, params, splits, arm_dir) -> tuple[list, Any, Any]:
+def choose_edges(
+    config, arm, factory, params, splits, arm_dir, partitioner
+) -> tuple[list, Any, Any]:
     """(edges, scores or None, params with the pre-trained head) for an adapter arm.
 
     A resumed run reads placement.json instead of scoring again.
     """
     depth = factory(()).depth
-    p = config.placement
     scores = None
     if arm in SCORED_POLICIES:
-        params = pretrain_head(config, factory, params, splits, arm_dir)
-        scores = load_or_score(config, factory(()), params, splits["train"], arm_dir)
+        params = pretrain_head(config, factory, params, splits, arm_dir, partitioner)
+        scores = load_or_score(config, factory(()), params, splits["train"], arm_dir, partitioner)
     path = os.path.join(arm_dir, "placement.json")
     if os.path.exists(path):
         with open(path) as f:
             return [tuple(e) for e in json.load(f)["edges"]], scores, params
-    if arm == "fixed":
-        edges = list(graph.validate_edges(p.edges, depth))
-    else:
-        restricted = arm in SCORED_POLICIES + ("random",)
-        edges = placement.place(
-            arm,
-            num_layers=depth,
-            num=p.num,
-            scores=scores,
-            gamma=p.gamma,
-            seed=p.seed,
-            edge=tuple(p.edge) if p.edge else None,
-            candidates=graph.candidates(depth, p.stride, p.recurrent) if restricted else None,
-        )
-    with open(path, "w") as f:
-        json.dump({"policy": arm, "edges": edges, "types": [graph.edge_type(e) for e in edges]}, f)
+    edges = place_edges(config, arm, depth, scores)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            types = [graph.edge_type(e) for e in edges]
+            json.dump({"policy": arm, "edges": edges, "types": types}, f)
     return edges, scores, params
 
 
-def pretrain_head(config, factory, params, splits, arm_dir):
+def place_edges(config, arm: str, depth: int, scores) -> list:
+    """The edges of an adapter arm: config.placement.edges for "fixed", else its policy."""
+    p = config.placement
+    if arm == "fixed":
+        return list(graph.validate_edges(p.edges, depth))
+    restricted = arm in SCORED_POLICIES + ("random",)
+    return placement.place(
+        arm,
+        num_layers=depth,
+        num=p.num,
+        scores=scores,
+        gamma=p.gamma,
+        seed=p.seed,
+        edge=tuple(p.edge) if p.edge else None,
+        candidates=graph.candidates(depth, p.stride, p.recurrent) if restricted else None,
+    )
+
+
+def pretrain_head(config, factory, params, splits, arm_dir, partitioner):
     """SPEC §3 step 1: trains the head alone for config.scoring.head_steps steps."""
     head_cfg = ml_collections.ConfigDict(config.train.to_dict())
     steps = config.scoring.head_steps
@@ -188,12 +206,16 @@ def pretrain_head(config, factory, params, splits, arm_dir):
         head_cfg,
         os.path.join(arm_dir, "head"),
         label="head",
+        partitioner=partitioner,
     )
     return params
 
 
-def load_or_score(config, model, params, split, arm_dir):
-    """The (n, n) score matrix of SPEC §3 on the first scoring.num_examples train examples."""
+def load_or_score(config, model, params, split, arm_dir, partitioner):
+    """The (n, n) score matrix of SPEC §3 on the first scoring.num_examples train examples.
+
+    On several devices the edges are split over all of them (scoring.score_edges).
+    """
     path = os.path.join(arm_dir, "scores.npy")
     if os.path.exists(path):
         return np.load(path)
@@ -211,6 +233,8 @@ def load_or_score(config, model, params, split, arm_dir):
             eta=s.eta,
             micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
             chunk=s.chunk,
+            srank_method=s.srank_method,
+            mesh=partitioner.mesh if partitioner.mesh.size > 1 else None,
             candidates=graph.candidates(
                 model.depth, config.placement.stride, config.placement.recurrent
             ),
@@ -218,11 +242,40 @@ def load_or_score(config, model, params, split, arm_dir):
     )
     seconds = time.perf_counter() - start
     print(f"scored {np.isfinite(scores).sum()} edges on {num} examples in {seconds:.1f} s")
-    np.save(path, scores)
+    if jax.process_index() == 0:
+        np.save(path, scores)
     return scores
 
 
-def run_arm(config, arm, factory, params, splits, workdir) -> dict[str, Any]:
+def pass1_cache(train_config, model, params, split):
+    """train.pass1_values of the training split, or None where it does not pay or fit.
+
+    It pays when training draws more examples than the split holds (steps x
+    batch > N): every later epoch then skips pass 1. It fits when the values,
+    N x T x d per recurrent source, take at most train.pass1_cache_gib. Runs on
+    several hosts recompute pass 1 every step.
+    """
+    sources = graph.recurrent_sources(model.edges)
+    t = train_config
+    if not (sources and t.pass1_cache) or t.steps * t.batch_size <= split.num_examples:
+        return None
+    if jax.process_count() > 1:  # each host would need the whole cache gathered; not built
+        return None
+    example = jax.tree_util.tree_map(lambda x: x[:1], split.inputs)
+    plain = model.clone(edges=())
+    backbone = {k: v for k, v in params.items() if k != "adapters"}
+    _, out = jax.eval_shape(
+        lambda x: plain.apply({"params": backbone}, x, return_nodes=True), example
+    )
+    node = out["nodes"][0]
+    size = split.num_examples * np.prod(node.shape[1:]) * node.dtype.itemsize * len(sources)
+    if size > t.pass1_cache_gib * 2**30:
+        print(f"pass-1 cache of {size / 2**30:.1f} GiB > train.pass1_cache_gib: not cached")
+        return None
+    return train_lib.pass1_values(model, params, split.inputs, t.eval_batch_size)
+
+
+def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[str, Any]:
     """Trains and evaluates one arm; returns its row of results.json."""
     config = arm_config(config, arm)
     arm_dir = os.path.join(workdir, arm)
@@ -230,7 +283,9 @@ def run_arm(config, arm, factory, params, splits, workdir) -> dict[str, Any]:
     start = time.perf_counter()
     edges, scores = [], None
     if arm not in MODES:
-        edges, scores, params = choose_edges(config, arm, factory, params, splits, arm_dir)
+        edges, scores, params = choose_edges(
+            config, arm, factory, params, splits, arm_dir, partitioner
+        )
     model = factory(tuple(edges))
     example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
     init = jax.jit(model.init)(jax.random.PRNGKey(config.seed + 2), example)["params"]
@@ -240,14 +295,24 @@ def run_arm(config, arm, factory, params, splits, workdir) -> dict[str, Any]:
         splits["train"], config.train.batch_size, config.seed, begin
     )
     params, summary = train_lib.fit(
-        model, params, train_lib.TRAINABLE[mode], batches, config.train, arm_dir, label=arm
+        model,
+        params,
+        train_lib.TRAINABLE[mode],
+        batches,
+        config.train,
+        arm_dir,
+        label=arm,
+        partitioner=partitioner,
+        pass1=pass1_cache(config.train, model, params, splits["train"]),
     )
+    partitioner.check_batch_size(config.train.eval_batch_size, "train.eval_batch_size")
     test = train_lib.evaluate(
-        train_lib.make_eval_step(model),
+        train_lib.make_eval_step(model, partitioner),
         params,
         data_lib.eval_batches(splits["test"], config.train.eval_batch_size),
+        partitioner,
     )
-    if scores is not None:
+    if scores is not None and jax.process_index() == 0:
         plots.score_heatmap(
             scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
         )
@@ -289,8 +354,9 @@ def check_workdir(config, workdir: str) -> None:
                 f"{workdir} holds a run with a different config; resuming it would mix the two. "
                 "Use another --workdir (nothing was overwritten).\n" + "\n".join(lines)
             )
-    with open(path, "w") as f:
-        json.dump(current, f, indent=1, sort_keys=True)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(current, f, indent=1, sort_keys=True)
 
 
 def flat_config(config) -> dict[str, Any]:
@@ -312,17 +378,31 @@ def flat_config(config) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs every arm of config.arms and writes results.json, results.md and PNGs."""
+    """Runs every arm of config.arms and writes results.json, results.md and PNGs.
+
+    On several hosts every process runs this; process 0 writes the files.
+    """
     check_workdir(config, workdir)
     start = time.perf_counter()
+    partitioner = sharding.Partitioner.from_config(config)
     splits = load_data(config)
     example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
-    factory, params = backbone(config, splits["num_classes"], example)
-    rows = [run_arm(config, arm, factory, params, splits, workdir) for arm in config.arms]
+    factory, params = backbone(config, splits["num_classes"], example, partitioner)
+    rows = [
+        run_arm(config, arm, factory, params, splits, workdir, partitioner) for arm in config.arms
+    ]
     results = {"config": config.to_dict(), "arms": rows, "wall_time_s": time.perf_counter() - start}
+    table = results_table(rows)
+    print(table)
+    if jax.process_index() == 0:
+        write_results(results, table, workdir)
+    return results
+
+
+def write_results(results, table: str, workdir: str) -> None:
+    """results.json, results.md and the training curves of every arm."""
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
-    table = results_table(rows)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")
     curves = {
@@ -330,11 +410,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             (m["step"], m["loss"])
             for m in train_lib.MetricWriter(os.path.join(workdir, r["arm"])).read()
         ]
-        for r in rows
+        for r in results["arms"]
     }
     plots.training_curves(curves, os.path.join(workdir, "train_loss.png"))
-    print(table)
-    return results
 
 
 def results_table(rows) -> str:
@@ -351,18 +429,118 @@ def results_table(rows) -> str:
     return "\n".join(lines)
 
 
+# --- the memory plan (--dry_run) -----------------------------------------------------------
+
+
+def abstract_example(config) -> Any:
+    """One example of config's input, as ShapeDtypeStructs (leading axis 1)."""
+    if config.model.kind == "text":
+        ids = jax.ShapeDtypeStruct((1, config.data.max_len), np.int32)
+        return {"input_ids": ids, "attention_mask": ids}
+    size = config.data.image_size
+    return jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+
+
+def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Per-device bytes of config's first arm on config.mesh, allocating nothing.
+
+    Everything comes from jax.eval_shape and XLA's compiled memory analysis of
+    the sharded train step (train.step_memory) and of the edge-sharded scorer
+    (scoring.scoring_memory) on abstract arrays; no weights or data are read.
+    A scored policy's edges are unknown before scoring: its training plan puts
+    adapters on the first placement.num parallel edges instead (their count and
+    rank, not their position, set the memory).
+    """
+    partitioner = sharding.Partitioner.from_config(config)
+    task = data_lib.TFDS_TASKS.get(config.data.name)
+    example = abstract_example(config)
+    factory = backbone_factory(config, task.num_classes if task else 10)
+    arm = config.arms[0]
+    mode = arm if arm in MODES else "adapters"
+    depth = factory(()).depth
+    if arm in MODES:
+        edges = ()
+    elif arm in SCORED_POLICIES:  # stand-in: as many parallel edges as the policy picks
+        edges = tuple(placement.first_k(depth, min(config.placement.num, 2 * depth)))
+    else:
+        edges = tuple(place_edges(config, arm, depth, None))
+    model = factory(edges)
+    params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x)["params"], example)
+    train_cfg = arm_config(config, arm).train
+    plan = {
+        "mesh": dict(partitioner.mesh.shape),
+        "arm": arm,
+        "train": train_lib.step_memory(
+            model, params, train_lib.TRAINABLE[mode], train_cfg, partitioner, example
+        ),
+    }
+    if arm in SCORED_POLICIES:
+        plan["scoring"] = scoring_memory(config, factory(()), params, partitioner, example)
+    return plan
+
+
+def scoring_memory(config, model, params, partitioner, example) -> dict[str, int]:
+    """scoring.scoring_memory for config.scoring on the partitioner's mesh."""
+    s = config.scoring
+    plain = {k: v for k, v in params.items() if k != "adapters"}
+    shardings = partitioner.params(plain)
+    plain = jax.tree_util.tree_map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), plain, shardings
+    )
+    rows = lambda x: jax.ShapeDtypeStruct((s.num_examples, *x.shape[1:]), x.dtype)  # noqa: E731
+    return scoring.scoring_memory(
+        model,
+        plain,
+        jax.tree_util.tree_map(rows, example),
+        jax.ShapeDtypeStruct((s.num_examples,), np.int32),
+        mesh=partitioner.mesh,
+        candidates=graph.candidates(
+            model.depth, config.placement.stride, config.placement.recurrent
+        ),
+        micro_batch=s.micro_batch or None,
+        chunk=s.chunk,
+        srank_method=s.srank_method,
+    )
+
+
+def memory_report(plan: dict[str, Any]) -> str:
+    """The plan as a Markdown table in GiB."""
+    gib = lambda b: f"{b / 2**30:.3f}"  # noqa: E731
+    lines = [
+        f"Memory plan per device: mesh {plan['mesh']}, arm {plan['arm']!r}",
+        "| part | GiB per device |",
+        "| --- | --- |",
+    ]
+    for section in ("train", "scoring"):
+        for name, value in plan.get(section, {}).items():
+            lines.append(f"| {section}: {name} | {gib(value)} |")
+    return "\n".join(lines)
+
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/default.py:arg.", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Print the per-device memory plan of the config on its mesh (params, optimizer state, "
+    "activations, scorer) from compiled memory analysis, then exit; reads no data or weights.",
+)
 
 
 def main(argv) -> None:
     del argv
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("Both --config and --workdir are required.")
+    if FLAGS.config is None or (FLAGS.workdir is None and not FLAGS.dry_run):
+        raise app.UsageError(
+            "Both --config and --workdir are required (only --config with --dry_run)."
+        )
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
+    sharding.initialize_distributed(FLAGS.config.distributed)
+    if FLAGS.dry_run:
+        print(memory_report(memory_plan(FLAGS.config)))
+        return
     run(FLAGS.config, FLAGS.workdir)
 
 

