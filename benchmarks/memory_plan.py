@@ -53,9 +53,10 @@ def plan(model: str, devices: int, micro_batch: int | None, chunk: int | None) -
     """main.memory_plan of one model on `devices` forced CPU devices, in a subprocess."""
     config, changes = MODELS[model]
     changes = dict(changes)
-    default_micro = {"b16": 64, "g14": 8}[model]
-    changes["scoring.micro_batch"] = micro_batch or max(default_micro, devices)
-    changes["scoring.chunk"] = chunk
+    if micro_batch:
+        changes["scoring.micro_batch"] = micro_batch
+    if chunk:
+        changes["scoring.chunk"] = chunk
     env = dict(
         os.environ,
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
@@ -72,9 +73,7 @@ def plan(model: str, devices: int, micro_batch: int | None, chunk: int | None) -
     )
     if proc.returncode:
         raise RuntimeError(f"{model} on {devices} devices failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["micro_batch"] = changes["scoring.micro_batch"]
-    return result
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def table(plans: dict[str, dict]) -> str:
@@ -82,11 +81,9 @@ def table(plans: dict[str, dict]) -> str:
     heads = list(plans)
     lines = ["| GiB per device | " + " | ".join(heads) + " |", "| --- " * (len(heads) + 1) + "|"]
     lines.append("| mesh | " + " | ".join(str(p["mesh"]) for p in plans.values()) + " |")
-    lines.append(
-        "| scoring micro-batch | "
-        + " | ".join(str(p["micro_batch"]) for p in plans.values())
-        + " |"
-    )
+    for key in ("micro_batch", "chunk"):
+        values = " | ".join(str(p["scoring_settings"][key]) for p in plans.values())
+        lines.append(f"| scoring {key} | {values} |")
     for section in ("train", "scoring"):
         for name in next(iter(plans.values()))[section]:
             cells = []
@@ -101,13 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default="1,8,64", help="Comma-separated device counts.")
     parser.add_argument("--models", default="b16,g14", help=f"Any of {sorted(MODELS)}.")
-    parser.add_argument(
-        "--micro_batch",
-        type=int,
-        default=None,
-        help="Scoring micro-batch (default: max(config's, devices)).",
-    )
-    parser.add_argument("--chunk", type=int, default=8, help="Scoring chunk (edges at a time).")
+    parser.add_argument("--micro_batch", type=int, help="Scoring micro-batch (default: config's).")
+    parser.add_argument("--chunk", type=int, help="Scoring chunk (default: config's).")
     args = parser.parse_args()
     plans = {}
     for model in args.models.split(","):

@@ -18,11 +18,13 @@ Arguments (comma-separated key=value):
   num     adapters GGA places (default 40); lr (default 0.01); steps (default 20000).
 Recipe as configs/vit_inat18.py (SPEC §5): SGD momentum 0.9, cosine, 500
 warm-up steps, batch 128, scoring on 512 examples after 2.5% head steps.
-Scoring memory (benchmarks/memory_plan.py): with chunk None, G of all 6561
-edges takes 48.45 GiB in float32, plus 1.74 GiB of node values and cotangents
-per micro-batch of 8; the chunked path would hold 111 GiB of them. Neither
-the run nor its memory use has been measured; the checkpoint and the prepared
-tfds data are needed, nothing is downloaded.
+Memory: pure FSDP over every device (config.mesh); scoring holds G sharded
+over the edges and passes the node rows round the devices, micro-batches of 64
+(a multiple of any device count up to 64), chunks of 8 edges. The plan
+(`--dry_run`, benchmarks/memory_plan.py; README "Running on TPU VMs") fits a
+16 GiB device on 64 devices. Neither the run nor its memory use has been
+measured on accelerators; the checkpoint and the prepared tfds data are
+needed, nothing is downloaded.
 """
 
 import ml_collections
@@ -61,8 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.placement.num = int(a["num"])
     c.placement.gamma = 0.8  # Appendix A.6: 0.8 beat 0.6 on val at rank 32 for 6561 edges
     c.scoring.num_examples = 512
-    c.scoring.micro_batch = 8
-    c.scoring.chunk = None  # see the memory note above
+    c.scoring.micro_batch = 64
+    c.scoring.chunk = 8  # see the memory note above
     # Pure FSDP (ZeRO-3) over every device: parameters split, batch split, any device count.
     c.mesh = (("fsdp", -1),)
     c.train.steps = int(a["steps"])

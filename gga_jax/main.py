@@ -476,6 +476,8 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     }
     if arm in SCORED_POLICIES:
         plan["scoring"] = scoring_memory(config, factory(()), params, partitioner, example)
+        s = config.scoring
+        plan["scoring_settings"] = {"micro_batch": s.micro_batch, "chunk": s.chunk}
     return plan
 
 
@@ -511,6 +513,10 @@ def memory_report(plan: dict[str, Any]) -> str:
         "| part | GiB per device |",
         "| --- | --- |",
     ]
+    if "scoring_settings" in plan:
+        lines[0] += ", scoring micro_batch {micro_batch}, chunk {chunk}".format(
+            **plan["scoring_settings"]
+        )
     for section in ("train", "scoring"):
         for name, value in plan.get(section, {}).items():
             lines.append(f"| {section}: {name} | {gib(value)} |")
