@@ -214,7 +214,8 @@ def pretrain_head(config, factory, params, splits, arm_dir, partitioner):
 def load_or_score(config, model, params, split, arm_dir, partitioner):
     """The (n, n) score matrix of SPEC §3 on the first scoring.num_examples train examples.
 
-    On several devices the edges are split over all of them (scoring.score_edges).
+    The edges are split over the devices of the mesh (scoring.score_edges), one
+    device included: that path bounds the memory by scoring.chunk.
     """
     path = os.path.join(arm_dir, "scores.npy")
     if os.path.exists(path):
@@ -234,7 +235,7 @@ def load_or_score(config, model, params, split, arm_dir, partitioner):
             micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
             chunk=s.chunk,
             srank_method=s.srank_method,
-            mesh=partitioner.mesh if partitioner.mesh.size > 1 else None,
+            mesh=partitioner.mesh,
             candidates=graph.candidates(
                 model.depth, config.placement.stride, config.placement.recurrent
             ),

@@ -39,6 +39,11 @@ from gga_jax import graph
 HIGHEST = jax.lax.Precision.HIGHEST
 AGGREGATIONS = ("srank", "fro", "spectral", "nuclear", "min_col_sum", "max_col_sum")
 METHODS = ("auto", "svd", "gram64")
+# Edges a device adds at once on a mesh when chunk is None: its whole block would copy
+# 2 x block x (rows it holds) x d floats out of the node values (46 GiB for ViT-B/16's
+# 625 edges on one device at a micro-batch of 64), while a few edges already make each
+# product a large batched matmul.
+MESH_CHUNK = 8
 
 
 def softmax_xent(logits, labels):
@@ -332,8 +337,8 @@ def score_edges(
         time to scores, so G memory is chunk * d^2, independent of n^2.
         With a mesh, G is always accumulated (sharded) and `chunk` bounds the
         edges whose x_i, g_j a device copies out of the rows it holds at once
-        (2 chunk M T d / mesh.size floats, M the micro-batch); None does its
-        whole block at once.
+        (2 chunk M T d / mesh.size floats, M the micro-batch); None means
+        MESH_CHUNK edges.
       srank_method: one of METHODS (see `srank`).
       mesh: None scores on one device. With a mesh, G is accumulated sharded
         over the edge axis as in `edge_gradients`, then a separate jit reduces
@@ -403,7 +408,7 @@ def _add_block(total, pairs, weights, xs, gs, chunk: int | None):
     (n, M_local, d) node values and cotangents of some rows of the micro-batch.
     """
     num = total.shape[0]
-    size = num if chunk is None else min(chunk, num)
+    size = min(chunk or MESH_CHUNK, num)
 
     def add_chunk(c, total):
         # The last chunk is shifted back to fit; rows an earlier chunk added get weight 0.

@@ -23,20 +23,25 @@ from gga_jax import sharding
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_on_8_devices(script: str, timeout: int = 900) -> dict:
-    """Runs `script` with 8 CPU devices; it prints one JSON line, returned as a dict."""
-    env = dict(
+def cpu_env(devices: int, **extra: str) -> dict:
+    """The environment of a subprocess with `devices` forced CPU devices."""
+    return dict(
         os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         OPENBLAS_NUM_THREADS="1",
         JAX_PLATFORMS="cpu",
         PYTHONPATH=ROOT,
+        **extra,
     )
+
+
+def run_on_8_devices(script: str, timeout: int = 900) -> dict:
+    """Runs `script` with 8 CPU devices; it prints one JSON line, returned as a dict."""
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
         capture_output=True,
         text=True,
-        env=env,
+        env=cpu_env(8),
         cwd=ROOT,
         timeout=timeout,
     )
@@ -301,23 +306,9 @@ def multihost_batches(start, batch=16):
 
 
 def multihost_config():
-    return ml_collections.ConfigDict(
-        dict(
-            steps=4,
-            batch_size=16,
-            optimizer="sgd",
-            lr=0.1,
-            momentum=0.9,
-            weight_decay=0.0,
-            schedule="cosine",
-            warmup_steps=1,
-            warmup_fraction=0.0,
-            grad_clip_norm=0.0,
-            label_smoothing=0.0,
-            log_every=1,
-            checkpoint_every=2,
-        )
-    )
+    from test_train import train_config
+
+    return train_config(steps=4, batch_size=16, warmup_fraction=0.0, checkpoint_every=2)
 
 
 MULTIHOST_SCRIPT = """
@@ -355,12 +346,8 @@ def test_two_processes_train_like_one_device(tmp_path):
         port = s.getsockname()[1]
     procs = []
     for pid in range(2):
-        env = dict(
-            os.environ,
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-            JAX_PLATFORMS="cpu",
-            OPENBLAS_NUM_THREADS="1",
-            PYTHONPATH=ROOT,
+        env = cpu_env(
+            2,
             GGA_JAX_DISTRIBUTED="1",
             JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
             GGA_JAX_NUM_PROCESSES="2",
