@@ -4,7 +4,6 @@ The multi-device claims run in a subprocess with 8 forced CPU devices (the test
 process itself has already initialised one).
 """
 
-import itertools
 import json
 import os
 import socket
@@ -170,26 +169,22 @@ def test_bytes_per_device_of_abstract_trees():
 # --- 8 devices: sharded training equals one device --------------------------------------
 
 TRAIN_SCRIPT = """
-import itertools, json, tempfile
+import functools, itertools, json, sys, tempfile
 import jax, ml_collections, numpy as np
+sys.path.insert(0, "tests")
+import test_train
 from gga_jax import sharding, train
 from gga_jax.models import vit
 
 model = vit.Model(4, width=32, depth=2, num_heads=2, mlp_dim=64, patch_size=4,
                   edges=((0, 1), (2, 4), (3, 3), (4, 0)), adapter_rank=4)
 
-def batches(start, batch=16):
-    for s in itertools.count(start):
-        rng = np.random.default_rng(s)
-        yield {"inputs": rng.normal(size=(batch, 8, 8, 3)).astype(np.float32),
-               "labels": rng.integers(0, 4, batch).astype(np.int32)}
+batches = functools.partial(test_train.batches, batch=16)
 
 params = jax.jit(model.init)(jax.random.PRNGKey(0), next(batches(0))["inputs"])["params"]
 params = jax.tree_util.tree_map(np.asarray, params)
-config = ml_collections.ConfigDict(dict(
-    steps=6, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0,
-    schedule="cosine", warmup_steps=1, warmup_fraction=0.0, grad_clip_norm=1.0,
-    label_smoothing=0.0, log_every=1, checkpoint_every=100))
+config = test_train.train_config(steps=6, batch_size=16, warmup_fraction=0.0,
+                                  grad_clip_norm=1.0, checkpoint_every=100)
 PATTERN = {"adapters": train.TRAINABLE["adapters"], "full": train.TRAINABLE["full_finetune"]}
 
 def losses(workdir):
@@ -296,13 +291,10 @@ def multihost_model():
     )
 
 
-def multihost_batches(start, batch=16):
-    for s in itertools.count(start):
-        rng = np.random.default_rng(s)
-        yield {
-            "inputs": rng.normal(size=(batch, 8, 8, 3)).astype(np.float32),
-            "labels": rng.integers(0, 4, batch).astype(np.int32),
-        }
+def multihost_batches(start):
+    from test_train import batches
+
+    return batches(start, batch=16)
 
 
 def multihost_config():
