@@ -263,13 +263,8 @@ def pass1_cache(train_config, model, params, split):
     if jax.process_count() > 1:  # each host would need the whole cache gathered; not built
         return None
     example = jax.tree_util.tree_map(lambda x: x[:1], split.inputs)
-    plain = model.clone(edges=())
-    backbone = {k: v for k, v in params.items() if k != "adapters"}
-    _, out = jax.eval_shape(
-        lambda x: plain.apply({"params": backbone}, x, return_nodes=True), example
-    )
-    node = out["nodes"][0]
-    size = split.num_examples * np.prod(node.shape[1:]) * node.dtype.itemsize * len(sources)
+    shapes = jax.eval_shape(train_lib.pass1_fn(model, params), example).values()
+    size = split.num_examples * sum(np.prod(z.shape[1:]) * z.dtype.itemsize for z in shapes)
     if size > t.pass1_cache_gib * 2**30:
         print(f"pass-1 cache of {size / 2**30:.1f} GiB > train.pass1_cache_gib: not cached")
         return None

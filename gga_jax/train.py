@@ -219,10 +219,9 @@ def make_eval_step(model, partitioner=None):
 def evaluate(eval_step, params, batches, partitioner=None) -> dict[str, float]:
     """Accuracy and mean loss over an iterator of masked batches (split over the mesh)."""
     total = np.zeros(3)
+    feed = _feeder(partitioner, None)
     for batch in batches:
-        batch = {k: v for k, v in batch.items() if k != "index"}
-        batch = batch if partitioner is None else partitioner.to_global(batch)
-        total += np.asarray(eval_step(params, batch))
+        total += np.asarray(eval_step(params, feed(batch)))
     if total[2] == 0:
         raise ValueError("The evaluation split is empty.")
     return {
@@ -354,22 +353,27 @@ def pass1_values(model, params, inputs, batch_size: int) -> dict[int, np.ndarray
     recurrent edges then costs what one without them does. Only valid while the
     inputs of an example never change (no random augmentation).
     """
-    sources = graph.recurrent_sources(model.edges)
-    plain = model.clone(edges=())
-    backbone = {k: v for k, v in params.items() if k != "adapters"}
-
-    @jax.jit
-    def nodes(batch):
-        _, out = plain.apply({"params": backbone}, batch, return_nodes=True)
-        return {i: out["nodes"][i] for i in sources}
-
+    nodes = jax.jit(pass1_fn(model, params))
     num = len(jax.tree_util.tree_leaves(inputs)[0])
     parts = []
     for start in range(0, num, batch_size):
         rows = np.minimum(np.arange(start, start + batch_size), num - 1)  # one compiled shape
         out = nodes(jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
         parts.append({i: np.asarray(v)[: num - start] for i, v in out.items()})
-    return {i: np.concatenate([p[i] for p in parts]) for i in sources}
+    return {i: np.concatenate([p[i] for p in parts]) for i in parts[0]}
+
+
+def pass1_fn(model, params) -> Callable:
+    """inputs -> {i: z_i} at `model`'s recurrent sources: its backbone with no adapters."""
+    sources = graph.recurrent_sources(model.edges)
+    plain = model.clone(edges=())
+    backbone = {k: v for k, v in params.items() if k != "adapters"}
+
+    def nodes(inputs):
+        _, out = plain.apply({"params": backbone}, inputs, return_nodes=True)
+        return {i: out["nodes"][i] for i in sources}
+
+    return nodes
 
 
 def _initial_state(opt, trainable, frozen, partitioner, config):
