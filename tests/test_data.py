@@ -9,6 +9,8 @@ import csv
 import gzip
 import importlib.metadata
 import itertools
+import subprocess
+import sys
 import types
 
 import jax
@@ -443,8 +445,36 @@ def offline_config(name, tokenizer_file, **overrides):
 def skip_unless_installed(name):
     if not OFFLINE_AVAILABLE[name]:
         pytest.skip(f"{name}: {data.OFFLINE_DATASETS[name].install}")
-    if data.OFFLINE_DATASETS[name].kind == "image":
-        pytest.importorskip("tensorflow")  # Images are resized with tf.image.resize.
+
+
+@pytest.mark.parametrize(
+    "shape, size", [((5, 8, 8, 1), 28), ((3, 28, 28, 3), 16), ((2, 7, 9, 3), 12)]
+)
+def test_numpy_resize_equals_tf_image_resize(shape, size):
+    tf = pytest.importorskip("tensorflow")
+    images = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    ours = data.resize_uint8(images, size)
+    theirs = tf.cast(
+        tf.clip_by_value(tf.image.resize(images, (size, size), method="bilinear"), 0, 255),
+        tf.uint8,
+    ).numpy()
+    assert ours.shape == theirs.shape == (shape[0], size, size, shape[3])
+    # float32 rounding may put a value a hair either side of an integer before truncation
+    diff = np.abs(ours.astype(int) - theirs.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_offline_images_load_without_tensorflow():
+    if not OFFLINE_AVAILABLE["digits"]:
+        pytest.skip(data.OFFLINE_DATASETS["digits"].install)
+    code = (
+        "import sys; from gga_jax import data; "
+        "t = data.load(dict(source='offline', name='digits', image_size=28, train_size=20, "
+        "test_size=10)); assert t['train'].inputs.shape == (20, 28, 28, 3); "
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def leaves(split):
