@@ -64,40 +64,71 @@ def tree_mismatch(expected, found) -> str:
 
 
 class Manager:
-    """Saves every `every` steps (and when forced), restores the latest step."""
+    """Saves every `every` steps (and when forced), restores the newest intact step."""
 
     def __init__(self, directory: str, every: int, keep: int = 2):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(
+        self.options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=every, create=True
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        self.manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory, options=self.options, item_handlers=ocp.StandardCheckpointHandler()
         )
 
     def save(self, step: int, state, force: bool = False) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
     def restore_latest(self, like) -> tuple[int, Any]:
-        """(step, state) of the latest checkpoint, or (0, None) if there is none.
+        """(step, state) of the newest intact checkpoint, or (0, None) if there is none.
 
-        Raises ValueError listing every difference if the saved tree does not
-        match `like` (e.g. a checkpoint written for another placement).
+        A checkpoint that cannot be read (truncated or corrupt files, e.g. after
+        the disk filled up or the machine died mid-write) is moved, whole, to
+        `<directory>_damaged/<step>` with a warning naming it, and the next
+        older one is tried: nothing is deleted. Raises ValueError listing every
+        difference if a readable saved tree does not match `like` (e.g. a
+        checkpoint written for another placement).
         """
-        step = self.manager.latest_step()
-        if step is None:
-            return 0, None
-        saved = self.manager.item_metadata(step)
-        saved = getattr(saved, "tree", saved)
-        problems = tree_mismatch(like, saved)
-        if problems:
-            raise ValueError(
-                f"The checkpoint at step {step} in {self.directory} does not match this run "
-                f"(different placement, adapter sizes or optimizer?). Use another --workdir; "
-                f"nothing was overwritten.\n{problems}"
-            )
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-        return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                saved = self.manager.item_metadata(step)
+            except Exception as e:  # noqa: BLE001 - any read failure means damage
+                self._set_aside(step, e)
+                continue
+            saved = getattr(saved, "tree", saved)
+            problems = tree_mismatch(like, saved) if saved is not None else ""
+            if problems:
+                raise ValueError(
+                    f"The checkpoint at step {step} in {self.directory} does not match this run "
+                    f"(different placement, adapter sizes or optimizer?). Use another --workdir; "
+                    f"nothing was overwritten.\n{problems}"
+                )
+            abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+            try:
+                return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # noqa: BLE001
+                self._set_aside(step, e)
+        return 0, None
+
+    def _set_aside(self, step: int, error: BaseException) -> None:
+        """Moves the damaged checkpoint of `step` out of the manager's way, and says so."""
+        source = os.path.join(self.directory, str(step))
+        target = os.path.join(self.directory + "_damaged", str(step))
+        if os.path.exists(target):
+            target += f".{len(os.listdir(os.path.dirname(target)))}"
+        reason = " ".join(str(error).split())[:200]
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)
+        logging.warning("checkpoint of step %d is damaged (%s): moved to %s", step, reason, target)
+        print(
+            f"warning: the checkpoint of step {step} in {self.directory} is damaged "
+            f"({type(error).__name__}: {reason}); kept in {target}, resuming from an older step."
+        )
+        self.manager.close()
+        self.manager = self._open()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -111,6 +142,7 @@ class Manager:
 # does not have, and the adapters. Pass e.g. skip=r"^adapters/" to load the head too.
 DEFAULT_SKIP = r"^(head|pre_logits|adapters)/"
 FORMATS = ("auto", "big_vision", "timm", "hf")
+_MAX_NAMED = 5  # Tensors named in one error about non-finite values.
 
 # google-research/vision_transformer (incl. AugReg) names -> ours. Pre-linen flax numbered
 # the sub-modules of a block in one sequence (LayerNorm_0, MultiHeadDotProductAttention_1,
@@ -169,6 +201,21 @@ _HF_MODULES = (
     (r"classifier", "head", "dense"),
 )
 _HF_TENSORS = {"embeddings.cls_token": "cls", "embeddings.position_embeddings": "pos_embedding"}
+
+
+def check_finite(source: str, flat: Mapping[str, Any]) -> None:
+    """Raises ValueError naming every tensor of a loaded checkpoint that holds NaN or Inf."""
+    bad = [
+        f"{name} ({int(np.size(x) - np.isfinite(x).sum())} of {np.size(x)})"
+        for name, x in sorted(flat.items())
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all()
+    ]
+    if bad:
+        shown = ", ".join(bad[:_MAX_NAMED]) + (" ..." if len(bad) > _MAX_NAMED else "")
+        raise ValueError(
+            f"{source} holds NaN or Inf in {len(bad)} tensors: {shown}; the file is damaged or "
+            f"was saved from a diverged run."
+        )
 
 
 def save_npz(path: str, params) -> None:
@@ -527,6 +574,7 @@ def _merge(
     problems = tree_mismatch(want, got)
     if problems:
         raise ValueError(f"{source} does not match the model (skip={skip!r}):\n{problems}")
+    check_finite(source, got)
     return flax.traverse_util.unflatten_dict(
         {k: (np.asarray(got[k], v.dtype) if k in got else v) for k, v in flat.items()}, sep="/"
     )

@@ -120,6 +120,34 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path):
     assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
 
 
+@pytest.mark.parametrize("damage", ["truncate", "delete_metadata"])
+def test_a_damaged_latest_checkpoint_is_kept_aside_and_an_older_one_resumes(
+    damage, tmp_path, capsys
+):
+    model = tiny()
+    config = train_config(steps=4, checkpoint_every=2)
+    fit = lambda d: train.fit(  # noqa: E731
+        model, init(model), train.TRAINABLE["adapters"], batches, config, str(tmp_path / d)
+    )
+    straight, _ = fit("a")
+    fit("b")
+    step_dir = tmp_path / "b" / "checkpoints" / "4"
+    files = sorted(p for p in step_dir.rglob("*") if p.is_file())
+    for path in files:
+        if damage == "truncate":  # a disk that filled up mid-write
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        elif path.name.startswith("_") or "metadata" in path.name.lower():
+            path.unlink()
+    resumed, summary = fit("b")
+    assert summary["resumed_from_step"] == 2
+    out = capsys.readouterr().out
+    assert "the checkpoint of step 4" in out and "is damaged" in out
+    kept = tmp_path / "b" / "checkpoints_damaged" / "4"
+    assert kept.is_dir() and sum(1 for p in kept.rglob("*") if p.is_file()) >= 1
+    for name, value in train.flatten(straight).items():
+        np.testing.assert_array_equal(train.flatten(resumed)[name], value, err_msg=name)
+
+
 def test_checkpoint_of_another_placement_is_refused_and_kept(tmp_path):
     train.fit(
         tiny(), init(tiny()), train.TRAINABLE["adapters"], batches, train_config(), str(tmp_path)

@@ -54,7 +54,7 @@ import numpy as np
 from flax import traverse_util
 
 from gga_jax import adapters as adapters_lib
-from gga_jax import graph, models
+from gga_jax import checkpoints, graph, models
 
 KINDS = ("bert", "roberta")
 POOL_TYPES = ("cls", "mean", "pooler")
@@ -269,6 +269,25 @@ class _Model(nn.Module):
                 f"Sequences of length {seq_len} exceed the {longest} positions of this "
                 f"{self.kind} model (max_len={self.max_len})."
             )
+
+    def check_inputs(self, inputs, where: str = "inputs", values: bool = False) -> None:
+        """Raises ValueError unless every token id is in [0, vocab_size) (else NaN logits).
+
+        Ids are integers, so this is cheap and runs whether or not `values` asks
+        for the float checks that images get.
+        """
+        del values
+        _unpack(inputs)  # the keys and shapes
+        sizes = {"input_ids": self.vocab_size, "token_type_ids": self.type_vocab_size}
+        for name, size in sizes.items():
+            if inputs.get(name) is None:
+                continue
+            low, high, _ = models.array_range(inputs[name])
+            if low < 0 or high >= size:
+                raise ValueError(
+                    f"{where}: {name} holds {int(low if low < 0 else high)}, outside [0, {size}) "
+                    f"of this model's vocabulary; was the text tokenized for another model?"
+                )
 
     def _pool(self, x, keep):
         if self.pool_type == "mean":
@@ -500,8 +519,12 @@ def load_hf(
         from safetensors.numpy import load_file
 
         path = pathlib.Path(source)
+        name = str(path)
         source = load_file(path / "model.safetensors" if path.is_dir() else path)
+    else:
+        name = "The state dict"
     backbone = params_from_hf(source, model, skip=skip)
+    checkpoints.check_finite(name, traverse_util.flatten_dict(backbone, sep="/"))
     return backbone if params is None else {**params, **backbone}
 
 
