@@ -63,6 +63,21 @@ def _check_num(num, available: int, what: str) -> int:
     return int(num)
 
 
+def _check_informative(s: np.ndarray, live: np.ndarray, num: int) -> None:
+    """Refuses to pick fewer than all candidates when every candidate scores the same.
+
+    The pick would then come from tie-breaking alone (row-major order), which is
+    not a placement; a zero head (zero gradients, all scores 0) is the usual cause.
+    """
+    values = s[live]
+    if num < values.size and np.all(values == values[0]):
+        raise ValueError(
+            f"all {values.size} candidate scores equal {values[0]:g}, so picking {num} of them "
+            f"would follow tie-breaking alone; scores from a zero or untrained head are all "
+            f"zero: pre-train the head before scoring (SPEC §3 step 1)."
+        )
+
+
 def _check_gamma(gamma) -> float:
     # SPEC §4: gamma in [0, 1). gamma = 1 would zero every score after the
     # first pick; gamma < 0 would make the damping oscillate in sign.
@@ -89,6 +104,7 @@ def gga(scores, num: int, gamma: float = 0.6) -> list[Edge]:
     s, live = _check_scores(scores)
     num = _check_num(num, int(live.sum()), "candidates (finite scores)")
     gamma = _check_gamma(gamma)
+    _check_informative(s, live, num)
     n = s.shape[0]
     s[~live] = 0.0  # Never read (live masks it); avoids -inf * 0 = nan below.
     # The factor depends only on the Manhattan distance, so it is tabulated
@@ -120,6 +136,7 @@ def top_k(scores, num: int) -> list[Edge]:
     """
     s, mask = _check_scores(scores)
     num = _check_num(num, int(mask.sum()), "candidates (finite scores)")
+    _check_informative(s, mask, num)
     flat = np.flatnonzero(mask)  # Row-major, so a stable sort breaks ties by (i, j).
     order = flat[np.argsort(-s.ravel()[flat], kind="stable")][:num]
     n = s.shape[0]

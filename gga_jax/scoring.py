@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -34,7 +35,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gga_jax import graph
+from gga_jax import graph, models
 
 HIGHEST = jax.lax.Precision.HIGHEST
 AGGREGATIONS = ("srank", "fro", "spectral", "nuclear", "min_col_sum", "max_col_sum")
@@ -350,6 +351,8 @@ def score_edges(
     """
     eta, method = _check_score_args(aggregation, eta, chunk, srank_method)
     edges = _canonical_candidates(model, candidates)
+    # srank turns NaN gradients into rank 0, so bad inputs must be caught before.
+    models.check_batch(model, inputs, labels, "score_edges", values=True)
     if mesh is not None:
         _check_mesh_batch(mesh, (inputs, labels), micro_batch)
         edges = edges or graph.candidates(model.depth)
@@ -357,10 +360,44 @@ def score_edges(
             model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh
         )
         n = graph.num_nodes(model.depth)
-        return _sharded_scores(g, edges, n, aggregation, eta, method, mesh)
-    return _score_edges(
-        model, params, inputs, labels, edges, aggregation, eta, method, micro_batch, chunk, loss_fn
-    )
+        scores = _sharded_scores(g, edges, n, aggregation, eta, method, mesh)
+    else:
+        scores = _score_edges(
+            model,
+            params,
+            inputs,
+            labels,
+            edges,
+            aggregation,
+            eta,
+            method,
+            micro_batch,
+            chunk,
+            loss_fn,
+        )
+    _warn_if_constant(scores)
+    return scores
+
+
+def _warn_if_constant(scores) -> None:
+    """A loud warning when every candidate scores the same: no placement can follow from it.
+
+    The usual cause is a zero (untrained) head: dL/dx_j is then zero at every
+    node, so every G_ij and every score is 0 (SPEC §3 pre-trains the head first).
+    """
+    s = np.asarray(scores)
+    finite = s[np.isfinite(s)]
+    if finite.size and np.all(finite == finite[0]):
+        message = (
+            f"score_edges: all {finite.size} candidate scores equal {finite[0]:g}, so they rank "
+            f"no edge above another. A zero or untrained head gives zero gradients at every "
+            f"node: pre-train the head first (SPEC §3 step 1; train.fit_head)."
+        )
+        warnings.warn(message, ConstantScoresWarning, stacklevel=3)
+
+
+class ConstantScoresWarning(UserWarning):
+    """score_edges found every candidate's score equal (see `_warn_if_constant`)."""
 
 
 def _check_score_args(aggregation, eta, chunk, srank_method) -> tuple[float, str]:

@@ -1,6 +1,9 @@
 """Backbones on the adapter graph: ViT (vit.py), BERT/RoBERTa (text.py)."""
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def classify(model: nn.Module, pre_logits, nodes, return_nodes: bool):
@@ -17,3 +20,39 @@ def classify(model: nn.Module, pre_logits, nodes, return_nodes: bool):
     if return_nodes:
         return logits, {"nodes": nodes, "pre_logits": pre_logits}
     return logits
+
+
+def array_range(x) -> tuple[float, float, bool]:
+    """(min, max, all finite) of a NumPy or JAX array, computed where it lives.
+
+    A NumPy array is reduced on the host; a JAX array (possibly sharded) on its
+    devices, so nothing is gathered.
+    """
+    if isinstance(x, np.ndarray):
+        if not x.size:
+            return 0.0, 0.0, True
+        finite = bool(np.isfinite(x).all()) if np.issubdtype(x.dtype, np.floating) else True
+        return float(np.min(x)), float(np.max(x)), finite
+    low, high, finite = jax.jit(lambda a: (jnp.min(a), jnp.max(a), jnp.isfinite(a).all()))(x)
+    return float(low), float(high), bool(finite)
+
+
+def check_batch(model, inputs, labels, where: str, values: bool = False) -> None:
+    """Raises ValueError if labels or inputs cannot be what `model` takes.
+
+    Labels must be integers in [0, model.num_classes); the inputs are checked by
+    the model's own `check_inputs` (token ids within the vocabulary, images of
+    finite values in the [-1, 1] convention when `values`, which reads every
+    float: done once per scoring batch, skipped per training step).
+    """
+    labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"{where}: labels must be integer class ids, got dtype {labels.dtype}.")
+    low, high, _ = array_range(labels)
+    if model.num_classes and (low < 0 or high >= model.num_classes):
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{where}: label {int(bad)} is outside [0, {model.num_classes}): the model has "
+            f"{model.num_classes} classes."
+        )
+    model.check_inputs(inputs, where, values)

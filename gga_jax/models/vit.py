@@ -12,11 +12,15 @@ one; all adapter parameters live under the single top-level key `adapters`.
 
 from __future__ import annotations
 
+import json
+import math
+import pathlib
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -196,7 +200,68 @@ class _Model(nn.Module):
     approximate_gelu: bool = True
     dtype: Any = jnp.float32
 
+    def check_inputs(self, images, where: str = "images", values: bool = False) -> None:
+        """Raises ValueError for images the ViT cannot mean to take; shapes at trace time.
+
+        With `values`, also reads them: NaN/Inf, or float pixel values in [0, 255]
+        (min >= 0, max > 1.5) where this library's convention is [-1, 1].
+        """
+        self._check_image_type(images)
+        if not values:
+            return
+        low, high, finite = models.array_range(images)
+        if not finite:
+            raise ValueError(f"{where}: the images hold NaN or Inf values.")
+        if low >= 0 and high > 1.5:
+            raise ValueError(
+                f"{where}: pixel values run from {low:g} to {high:g}, like [0, 255] images; "
+                f"the ViT expects [-1, 1] (x / 127.5 - 1, as gga_jax.data does)."
+            )
+
+    def _check_image_type(self, image) -> None:
+        """The dtype and shape of NHWC images, against the patch size."""
+        shape, dtype = np.shape(image), getattr(image, "dtype", None)
+        if len(shape) != 4:
+            raise ValueError(f"images must be (B, H, W, C), got shape {shape}.")
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"images are {dtype}; the ViT takes float images in [-1, 1] "
+                f"(for uint8 pixels: x / 127.5 - 1, as gga_jax.data does)."
+            )
+        (h, w), (ph, pw) = shape[1:3], tuple(self.patch_size)
+        if h % ph or w % pw:
+            raise ValueError(
+                f"images of {h} x {w} pixels do not divide into patches of {ph} x {pw}; "
+                f"resize them to a multiple of the patch size "
+                f"(e.g. {h // ph * ph} x {w // pw * pw})."
+            )
+
+    def _check_against_params(self, image) -> None:
+        """Images against the shapes the parameters were made for, before Flax's shape error."""
+        params = self.variables.get("params", {})
+        kernel, pos = params.get("embedding", {}).get("kernel"), params.get("pos_embedding")
+        (h, w, c), (ph, pw) = np.shape(image)[1:], tuple(self.patch_size)
+        want_c = None if kernel is None else kernel.shape[2]
+        want_tokens = None if pos is None else pos.shape[1]
+        if (want_c is None or want_c == c) and (
+            want_tokens is None or want_tokens == (h // ph) * (w // pw)
+        ):
+            return
+        side = None if want_tokens is None else math.isqrt(want_tokens)
+        expected = (
+            f"{side * ph} x {side * pw}"
+            if side and side * side == want_tokens
+            else (f"{want_tokens} patches of {ph} x {pw}")
+        )
+        raise ValueError(
+            f"images are {h} x {w} with {c} channels; this model's parameters expect "
+            f"{expected if want_tokens else f'{h} x {w}'} images with {want_c or c} channels "
+            f"(resize them, or set data.image_size; grey images need 3 channels)."
+        )
+
     def _embed(self, image):
+        self._check_image_type(image)
+        self._check_against_params(image)
         x = nn.Conv(
             self.width,
             tuple(self.patch_size),
@@ -273,3 +338,26 @@ def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -
     rank = config.pop("adapter_rank", 8)
     ranks = adapters_lib.resolve_ranks(edges, rank) if edges else ()
     return _Model(num_classes, edges=edges, adapter_rank=ranks, **config)
+
+
+# The ViT that scripts/pretrain_small_vit.py trains on Fashion-MNIST (gga_jax/assets/).
+SMALL_FMNIST = pathlib.Path(__file__).resolve().parent.parent / "assets" / "vit_fmnist_s4.npz"
+
+
+def load_small_fmnist(num_classes: int, **kw) -> tuple[_Model, dict]:
+    """(model, params): the shipped ViT pre-trained on Fashion-MNIST, with a zero head.
+
+    Width 192, depth 6, 3 heads, MLP 768, 4 x 4 patches, cls token, for 28 x 28
+    RGB images in [-1, 1] (91.10% on Fashion-MNIST's test split; the recipe is in
+    vit_fmnist_s4.json beside the weights). `kw` (edges, adapter_rank, ...) go to
+    `Model`; adapters start at zero, so the function is the pre-trained one.
+    """
+    from gga_jax import checkpoints
+
+    with open(SMALL_FMNIST.with_suffix(".json")) as f:
+        sizes = json.load(f)["model"]
+    image_size = sizes.pop("image_size")
+    model = Model(num_classes, **sizes, **kw)
+    example = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), example)["params"]
+    return model, checkpoints.load_vit(SMALL_FMNIST, model, params)
