@@ -9,6 +9,15 @@ A run is a list of arms (config.arms) sharing data and backbone. An adapter arm
 and evaluates; "linear_probe" and "full_finetune" train the head or everything.
 Each arm writes into workdir/<arm>/ and resumes from its latest checkpoint when
 the same command is run again; results.json and results.md sum the arms up.
+
+    python -m gga_jax.main --list=configs   # the config files, one line each
+    python -m gga_jax.main --list=arms      # every valid arm
+    python -m gga_jax.main --list=keys --config=configs/default.py   # keys and values
+
+The whole config is checked before any data or weights are read; a mistake the
+user can fix (a config value, a path, a dataset) prints one line and exits 2,
+writing nothing. --traceback (or GGA_JAX_TRACEBACK=1) shows the Python trace.
+Ctrl-C prints the command that resumes the run.
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ import os
 # Batched SVD (scoring) on CPU runs far slower with threaded OpenBLAS; must precede numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import ast  # noqa: E402
 import json  # noqa: E402
+import pathlib  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any
 
@@ -28,15 +41,17 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gga_jax import checkpoints, graph, placement, plots, scoring, sharding
+from gga_jax import checkpoints, defaults, graph, placement, plots, scoring, sharding, validation
 from gga_jax import data as data_lib
 from gga_jax import train as train_lib
 from gga_jax.models import text, vit
 
-MODES = ("linear_probe", "full_finetune")
+MODES = train_lib.MODES
 _KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
 SCORED_POLICIES = ("gga", "top_k")
 # Keys that may change between a run and its resumption (they do not change results).
+LISTINGS = ("configs", "arms", "keys")
+TRACEBACK_ENV = "GGA_JAX_TRACEBACK"
 RESUMABLE_KEYS = (
     "train.log_every",
     "train.checkpoint_every",
@@ -130,23 +145,6 @@ def load_data(config) -> dict[str, Any]:
 # --- arms ------------------------------------------------------------------------------
 
 
-def arm_config(config, arm: str) -> ml_collections.ConfigDict:
-    """config with config.overrides[arm] (e.g. {"train": {"lr": 0.01}}) merged in."""
-    arm_cfg = ml_collections.ConfigDict(config.to_dict())
-
-    def merge(node, changes, prefix):
-        for key, value in changes.items():
-            if key not in node:
-                raise ValueError(f"overrides[{arm!r}] sets unknown key '{prefix}{key}'.")
-            if isinstance(value, (dict, ml_collections.ConfigDict)):
-                merge(node[key], value, f"{prefix}{key}.")
-            else:
-                node[key] = value
-
-    merge(arm_cfg, dict((config.overrides or {}).get(arm, {})), "")
-    return arm_cfg
-
-
 def choose_edges(
     config, arm, factory, params, splits, arm_dir, partitioner
 ) -> tuple[list, Any, Any]:
@@ -161,8 +159,8 @@ def choose_edges(
         scores = load_or_score(config, factory(()), params, splits["train"], arm_dir, partitioner)
     path = os.path.join(arm_dir, "placement.json")
     if os.path.exists(path):
-        with open(path) as f:
-            return [tuple(e) for e in json.load(f)["edges"]], scores, params
+        saved = validation.read_json(path, "placement")
+        return [tuple(e) for e in saved["edges"]], scores, params
     edges = place_edges(config, arm, depth, scores)
     if jax.process_index() == 0:
         with open(path, "w") as f:
@@ -219,7 +217,7 @@ def load_or_score(config, model, params, split, arm_dir, partitioner):
     """
     path = os.path.join(arm_dir, "scores.npy")
     if os.path.exists(path):
-        return np.load(path)
+        return read_scores(path, graph.num_nodes(model.depth))
     s = config.scoring
     num = min(s.num_examples, split.num_examples)
     inputs = jax.tree_util.tree_map(lambda x: x[:num], split.inputs)
@@ -248,6 +246,21 @@ def load_or_score(config, model, params, split, arm_dir, partitioner):
     return scores
 
 
+def read_scores(path: str, n: int) -> np.ndarray:
+    """The saved (n, n) score matrix, or a ConfigError naming the damaged file."""
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        scores = e
+    if not isinstance(scores, np.ndarray) or scores.shape != (n, n):
+        found = scores if not isinstance(scores, np.ndarray) else f"shape {scores.shape}"
+        raise validation.ConfigError(
+            f"{path} is damaged ({' '.join(str(found).split())}, expected ({n}, {n}) scores); "
+            f"delete it to score again."
+        )
+    return scores
+
+
 def pass1_cache(train_config, model, params, split):
     """train.pass1_values of the training split, or None where it does not pay or fit.
 
@@ -273,7 +286,11 @@ def pass1_cache(train_config, model, params, split):
 
 def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[str, Any]:
     """Trains and evaluates one arm; returns its row of results.json."""
-    config = arm_config(config, arm)
+    top = config
+    config = validation.arm_config(config, arm)
+    changed = arm_changes(top, config)
+    if changed:
+        print(f"[{arm}] config.overrides[{arm!r}] sets {changed}")
     arm_dir = os.path.join(workdir, arm)
     os.makedirs(arm_dir, exist_ok=True)
     start = time.perf_counter()
@@ -327,29 +344,35 @@ def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[
 # --- the run ---------------------------------------------------------------------------
 
 
+def arm_changes(top, arm_cfg) -> str:
+    """The keys an arm's config sets apart from the top level: "train.lr=0.01 (top level 0.001)"."""
+    a, b = flat_config(top), flat_config(arm_cfg)
+    return ", ".join(f"{k}={b[k]!r} (top level {a[k]!r})" for k in sorted(b) if a.get(k) != b[k])
+
+
 def check_workdir(config, workdir: str) -> None:
-    """Refuses a workdir that holds a run with a different config; records this one."""
-    os.makedirs(workdir, exist_ok=True)
+    """Refuses a workdir that holds a run with a different config; records this one.
+
+    Call it once the config is valid (validation.check_config): config.json is
+    what a resumed run is compared against, so a refused config never writes it.
+    """
+    validation.check_workdir(workdir)
     path = os.path.join(workdir, "config.json")
     current = flat_config(config)
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        diff = sorted(
-            k
-            for k in set(saved) | set(current)
-            if k not in RESUMABLE_KEYS and saved.get(k, "<absent>") != current.get(k, "<absent>")
-        )
+        saved = validation.read_json(path, "recorded config (it only guards resumption)")
+        absent = "<absent>"
+        diff = [
+            f"{k}: {saved.get(k, absent)!r} there, {current.get(k, absent)!r} now"
+            for k in sorted(set(saved) | set(current))
+            if k not in RESUMABLE_KEYS and saved.get(k, absent) != current.get(k, absent)
+        ]
         if diff:
-            absent = "<absent>"
-            lines = [
-                f"  {k}: workdir has {saved.get(k, absent)!r}, now {current.get(k, absent)!r}"
-                for k in diff
-            ]
-            raise ValueError(
-                f"{workdir} holds a run with a different config; resuming it would mix the two. "
-                "Use another --workdir (nothing was overwritten).\n" + "\n".join(lines)
+            raise validation.ConfigError(
+                f"{workdir} holds a run with another config ({'; '.join(diff)}); resuming it "
+                f"would mix the two: use another --workdir (nothing was changed)."
             )
+    os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         with open(path, "w") as f:
             json.dump(current, f, indent=1, sort_keys=True)
@@ -376,8 +399,11 @@ def flat_config(config) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs every arm of config.arms and writes results.json, results.md and PNGs.
 
-    On several hosts every process runs this; process 0 writes the files.
+    The whole config is checked first (validation.check_config): a refused run
+    reads no data and writes nothing. On several hosts every process runs this;
+    process 0 writes the files.
     """
+    validation.check_config(config, workdir, model_factory=validation_factory(config))
     check_workdir(config, workdir)
     start = time.perf_counter()
     partitioner = sharding.Partitioner.from_config(config)
@@ -393,6 +419,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
         write_results(results, table, workdir)
     return results
+
+
+def validation_factory(config):
+    """backbone_factory with the dataset's class count where the registry knows it."""
+    registry = data_lib.TFDS_TASKS if config.data.source == "tfds" else data_lib.OFFLINE_DATASETS
+    task = registry.get(config.data.name)
+    return backbone_factory(config, getattr(task, "num_classes", None) or 10)
 
 
 def write_results(results, table: str, workdir: str) -> None:
@@ -428,15 +461,6 @@ def results_table(rows) -> str:
 # --- the memory plan (--dry_run) -----------------------------------------------------------
 
 
-def abstract_example(config) -> Any:
-    """One example of config's input, as ShapeDtypeStructs (leading axis 1)."""
-    if config.model.kind == "text":
-        ids = jax.ShapeDtypeStruct((1, config.data.max_len), np.int32)
-        return {"input_ids": ids, "attention_mask": ids}
-    size = config.data.image_size
-    return jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
-
-
 def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Per-device bytes of config's first arm on config.mesh, allocating nothing.
 
@@ -449,7 +473,7 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """
     partitioner = sharding.Partitioner.from_config(config)
     task = data_lib.TFDS_TASKS.get(config.data.name)
-    example = abstract_example(config)
+    example = validation.abstract_example(config)
     factory = backbone_factory(config, task.num_classes if task else 10)
     arm = config.arms[0]
     mode = arm if arm in MODES else "adapters"
@@ -462,7 +486,7 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
         edges = tuple(place_edges(config, arm, depth, None))
     model = factory(edges)
     params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x)["params"], example)
-    train_cfg = arm_config(config, arm).train
+    train_cfg = validation.arm_config(config, arm).train
     plan = {
         "mesh": dict(partitioner.mesh.shape),
         "arm": arm,
@@ -530,15 +554,55 @@ flags.DEFINE_bool(
     "Print the per-device memory plan of the config on its mesh (params, optimizer state, "
     "activations, scorer) from compiled memory analysis, then exit; reads no data or weights.",
 )
+flags.DEFINE_enum(
+    "list",
+    None,
+    LISTINGS,
+    "Print the configs in configs/, the valid arms, or every config key with its value "
+    "(of --config, else of the defaults), then exit.",
+)
+flags.DEFINE_bool(
+    "traceback",
+    False,
+    f"Show the full Python traceback of an error instead of one line (also ${TRACEBACK_ENV}=1).",
+)
+# Errors a user can fix by changing the command (config values, paths, data, weights): shown
+# as one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 def main(argv) -> None:
     del argv
-    if FLAGS.config is None or (FLAGS.workdir is None and not FLAGS.dry_run):
-        raise app.UsageError(
-            "Both --config and --workdir are required (only --config with --dry_run)."
-        )
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
+    try:
+        _main()
+    except KeyboardInterrupt:
+        if FLAGS.workdir and not FLAGS.dry_run:
+            print(f"\ninterrupted; resume with:\n  {resume_command()}", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as e:
+        if FLAGS.traceback or os.environ.get(TRACEBACK_ENV, "") in ("1", "true"):
+            raise
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"(the traceback: add --traceback or set {TRACEBACK_ENV}=1)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main() -> None:
+    if FLAGS.list:
+        print(listing(FLAGS.list, FLAGS.config))
+        return
+    if FLAGS.config is None or (FLAGS.workdir is None and not FLAGS.dry_run):
+        raise validation.ConfigError(
+            "--config and --workdir are both required (only --config with --dry_run); "
+            "see --help, or --list=configs for the configs."
+        )
     sharding.initialize_distributed(FLAGS.config.distributed)
     if FLAGS.dry_run:
         print(memory_report(memory_plan(FLAGS.config)))
@@ -546,5 +610,69 @@ def main(argv) -> None:
     run(FLAGS.config, FLAGS.workdir)
 
 
+def resume_command() -> str:
+    """The command line of this run, which resumes it from its latest checkpoints."""
+    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "gga_jax.main", *sys.argv[1:]])
+
+
+def listing(what: str, config=None) -> str:
+    """The text of --list=configs, arms or keys."""
+    if what == "arms":
+        return "\n".join(ARM_HELP[a] if a in ARM_HELP else a for a in validation.ARMS)
+    if what == "keys":
+        flat = flat_config(config if config is not None else defaults.base())
+        return "\n".join(f"{k} = {v!r}" for k, v in sorted(flat.items()))
+    folder = pathlib.Path("configs")
+    if not folder.is_dir():
+        return f"no configs/ folder in {os.getcwd()}: run from the repository root."
+    lines = []
+    for path in sorted(folder.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        lines.append(f"{path}: {doc.splitlines()[0] if doc else ''}")
+    return "\n".join(lines)
+
+
+ARM_HELP = {
+    "gga": "gga: pre-train the head, score all edges, GGA picks placement.num (SPEC §4)",
+    "top_k": "top_k: the placement.num best-scoring edges",
+    "random": "random: placement.num random candidate edges (placement.seed)",
+    "first_k": "first_k: the first placement.num parallel edges",
+    "last_k": "last_k: the last placement.num parallel edges",
+    "all_parallel": "all_parallel: every parallel edge (k, k + 1), the PA baseline",
+    "ffn_parallel": "ffn_parallel: a parallel adapter around every MLP sub-block",
+    "all_sequential": "all_sequential: a sequential adapter (k, k) at every node",
+    "single": "single: one adapter on placement.edge",
+    "fixed": "fixed: adapters on placement.edges",
+    "linear_probe": "linear_probe: the head alone",
+    "full_finetune": "full_finetune: every parameter",
+}
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config file reported in one line (exit 2)."""
+    try:
+        rest = FLAGS(argv)
+        if FLAGS.config is not None:
+            getattr(FLAGS.config, "seed", None)  # config_flags reports a missing file lazily
+        return rest
+    except (flags.Error, OSError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if len(lines) == 1:  # e.g. "flag --config.train.lr=abc: could not convert ..."
+            message = lines[0]
+        else:  # a config file that failed to load: its path and the error's last line
+            where = next((a for a in argv if a.startswith("--config=")), "--config")
+            message = f"{where}: {lines[-1]}"
+        print(f"error: {message}", file=sys.stderr)
+        print("(see --help, and --list=configs, --list=arms, --list=keys)", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli() -> None:
+    """The entry point: absl's app.run, with --help exiting 0 as a successful request does."""
+    if any(a in ("-h", "--help", "-help", "--helpshort", "-?") for a in sys.argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

@@ -21,13 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gga_jax import checkpoints, graph, sharding
+from gga_jax import checkpoints, graph, models, sharding
 
 TRAINABLE = {
     "adapters": r"^(adapters|head)/",
     "linear_probe": r"^head/",
     "full_finetune": r".*",
 }
+# The arms of a run that train without adapters.
+MODES = ("linear_probe", "full_finetune")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "polynomial", "constant")
 
 
 def flatten(params: Mapping) -> dict[str, Any]:
@@ -75,9 +79,7 @@ def schedule(config, total_steps: int) -> optax.Schedule:
         )
     if config.schedule == "constant":
         return optax.constant_schedule(config.lr)
-    raise ValueError(
-        f"Unknown schedule {config.schedule!r}; valid: 'cosine', 'polynomial', 'constant'."
-    )
+    raise ValueError(f"Unknown schedule {config.schedule!r}; valid: {SCHEDULES}.")
 
 
 def optimizer(config, total_steps: int) -> optax.GradientTransformation:
@@ -90,7 +92,7 @@ def optimizer(config, total_steps: int) -> optax.GradientTransformation:
     elif config.optimizer == "adamw":
         opt = optax.adamw(lr, weight_decay=config.weight_decay)
     else:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: 'sgd', 'adamw'.")
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {OPTIMIZERS}.")
     if config.grad_clip_norm:
         opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
     return opt
@@ -197,6 +199,76 @@ def step_memory(model, params, pattern: str, config, partitioner, inputs) -> dic
     return sizes
 
 
+def fit_head(
+    model,
+    params: Mapping,
+    inputs,
+    labels,
+    *,
+    steps: int = 50,
+    lr: float = 0.01,
+    batch_size: int = 64,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> dict:
+    """SPEC §3 step 1 in memory: trains the head alone, so that dL/dx_j is not zero.
+
+    A zero-initialised head gives zero cotangents at every node, hence zero edge
+    gradients and all-equal scores. The backbone is frozen and the head is the
+    linear map pre_logits -> logits, so the pooled features of the N examples
+    are computed once (a forward in batches of `batch_size`) and the head takes
+    `steps` SGD-momentum steps on them in one jitted lax.scan, each on
+    `batch_size` examples drawn with replacement from jax.random.key(seed).
+    Returns params with the trained head. `fit` is the resumable, checkpointed
+    version that main uses.
+    """
+    from gga_jax import validation
+
+    for name, value, want in (("steps", steps, 1), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < want:
+            raise validation.ConfigError(f"fit_head: {name} = {value!r}: must be an integer >= 1.")
+    if validation.CHECKS["train.lr"](lr) is not None:
+        raise validation.ConfigError(f"fit_head: lr = {lr!r}: must be a positive real number.")
+    labels = np.asarray(labels)
+    models.check_batch(model, inputs, labels, "fit_head", values=True)
+    features = pooled_features(model, params, inputs, batch_size)
+    labels = jnp.asarray(labels, jnp.int32)
+    opt = optax.sgd(lr, momentum=momentum)
+
+    def loss_fn(head, x, y):
+        logits = x @ head["kernel"] + head["bias"]
+        return jnp.mean(cross_entropy(logits, y))
+
+    def step(carry, key):
+        head, state = carry
+        rows = jax.random.randint(key, (batch_size,), 0, len(labels))
+        grads = jax.grad(loss_fn)(head, features[rows], labels[rows])
+        updates, state = opt.update(grads, state, head)
+        return (optax.apply_updates(head, updates), state), None
+
+    @jax.jit
+    def train_head(head):
+        keys = jax.random.split(jax.random.key(seed), steps)
+        return jax.lax.scan(step, (head, opt.init(head)), keys)[0][0]
+
+    return {**params, "head": train_head(dict(params["head"]))}
+
+
+def pooled_features(model, params, inputs, batch_size: int) -> jax.Array:
+    """(N, d) pre_logits of `inputs` (N examples), in jitted batches of one shape."""
+
+    @jax.jit
+    def pooled(x):
+        return model.apply({"params": params}, x, return_nodes=True)[1]["pre_logits"]
+
+    num = len(jax.tree_util.tree_leaves(inputs)[0])
+    parts = []
+    for start in range(0, num, batch_size):
+        rows = np.minimum(np.arange(start, start + batch_size), num - 1)  # one compiled shape
+        parts.append(pooled(jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))[: num - start])
+    return jnp.concatenate(parts)
+
+
 def make_eval_step(model, partitioner=None):
     """A jitted step returning summed (correct, loss, count) over the real rows of a batch.
 
@@ -285,6 +357,9 @@ def fit(
     """
     from tqdm import tqdm
 
+    from gga_jax import validation  # validation reads this module's tables
+
+    validation.check_train_config(config)
     trainable, frozen = partition(params, trainable_pattern)
     opt = optimizer(config, config.steps)
     state, frozen, shardings = _initial_state(opt, trainable, frozen, partitioner, config)
@@ -292,7 +367,7 @@ def fit(
     start, restored = manager.restore_latest(state)
     trainable, opt_state = (restored or state)["trainable"], (restored or state)["opt_state"]
     step_fn = make_train_step(model, opt, config.label_smoothing, shardings)
-    place = _feeder(partitioner, pass1)
+    place = _feeder(partitioner, pass1, model)
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
     bar = tqdm(
@@ -330,10 +405,16 @@ def fit(
     return unflatten({**frozen, **trainable}), summary
 
 
-def _feeder(partitioner, pass1):
-    """batch -> what the step takes: "index" swapped for cached pass-1 rows, placed on the mesh."""
+def _feeder(partitioner, pass1, model=None):
+    """batch -> what the step takes: "index" swapped for cached pass-1 rows, placed on the mesh.
+
+    With a model, each host batch's labels and inputs are first checked by
+    models.check_batch (integer checks on the host, cheap beside a step).
+    """
 
     def feed(batch):
+        if model is not None:
+            models.check_batch(model, batch["inputs"], batch["labels"], "a training batch")
         batch = dict(batch)
         index = batch.pop("index", None)
         if pass1 is not None:

@@ -55,7 +55,17 @@ def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
     result = run_cli(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
+    (workdir.parent / "smoke_stdout.txt").write_text(result.stdout)
     return workdir, json.loads((workdir / "results.json").read_text())
+
+
+def test_each_arm_prints_what_its_overrides_change(smoke_run):
+    # configs/default.py gives the linear probe its own learning rate; --config.train.lr
+    # would not reach it, so the run says so where that arm starts.
+    stdout = (smoke_run[0].parent / "smoke_stdout.txt").read_text()
+    line = "[linear_probe] config.overrides['linear_probe'] sets train.lr=0.01 (top level 0.001)"
+    assert line in stdout.splitlines()
+    assert "[gga] config.overrides" not in stdout
 
 
 def test_default_smoke_run_writes_results_and_figures(smoke_run):
@@ -167,7 +177,7 @@ def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
     other = main_config()
     other.unlock()
     other.placement.num = 5
-    with pytest.raises(ValueError, match=r"placement.num: workdir has 3, now 5"):
+    with pytest.raises(ValueError, match=r"placement.num: 3 there, 5 now"):
         main.check_workdir(other, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == before
     changed_logging = main_config()
@@ -177,13 +187,15 @@ def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
 
 
 def test_arm_overrides_and_unknown_override_keys():
+    from gga_jax import validation
+
     config = main_config()
-    assert main.arm_config(config, "linear_probe").train.lr == 1e-2
-    assert main.arm_config(config, "gga").train.lr == config.train.lr
+    assert validation.arm_config(config, "linear_probe").train.lr == 1e-2
+    assert validation.arm_config(config, "gga").train.lr == config.train.lr
     config.unlock()
     config.overrides = {"gga": {"train": {"lrr": 1.0}}}
     with pytest.raises(ValueError, match="unknown key 'train.lrr'"):
-        main.arm_config(config, "gga")
+        validation.arm_config(config, "gga")
 
 
 def main_config():

@@ -1,0 +1,373 @@
+"""The whole run config checked before any work: data, weights, devices or the workdir.
+
+A run that fails after its head pre-training or scoring has wasted that work,
+and one that fails after writing `config.json` blocks its own corrected rerun
+in the same workdir. So `check_config` reads every key of a config against what
+the pipeline accepts, builds the model abstractly (`jax.eval_shape`: no
+parameters are allocated, no weights read) to check the input shapes and the
+placement against the graph, and checks the workdir, all before `main.run`
+touches anything. Every problem found is reported at once, in one line, as
+
+    <key> = <value>: <what is valid>
+
+    validation.check_config(config, workdir)  # raises ConfigError, or returns None
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from gga_jax import adapters, data, graph, placement, scoring, train
+
+# The arms a run may list: placement policies of SPEC §4, "fixed" (config.placement.edges)
+# and the training modes without adapters.
+ARMS = (*placement.POLICIES, "fixed", *train.MODES)
+# Arms whose policy picks config.placement.num edges, and from which candidates.
+NUM_POLICIES = ("gga", "top_k", "random", "first_k", "last_k")
+CANDIDATE_POLICIES = ("gga", "top_k", "random")
+SOURCES = ("tfds", "offline")
+CHECKPOINT_ALIASES = ("random", "minilm")
+
+
+class ConfigError(ValueError):
+    """A config, input or workdir the run refuses; its message is one line."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], str | None]:
+    return lambda v: None if _is_int(v) and v >= minimum else f"an integer >= {minimum}"
+
+
+def _real_in(low: float, high: float, low_open=False, high_open=True):
+    """A check for a finite real in [low, high), with either end open or closed."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+
+    def check(v):
+        ok = _is_real(v) and (v > low if low_open else v >= low)
+        ok = ok and (v < high if high_open else v <= high)
+        return None if ok else f"a real number in {left}{low}, {high}{right}"
+
+    return check
+
+
+def _one_of(valid) -> Callable[[Any], str | None]:
+    return lambda v: None if v in valid else f"one of {tuple(valid)}"
+
+
+_POSITIVE = lambda v: None if _is_real(v) and v > 0 else "a positive real number"  # noqa: E731
+_NON_NEGATIVE = lambda v: None if _is_real(v) and v >= 0 else "a real number >= 0"  # noqa: E731
+_OPTIONAL_INT = lambda v: (  # noqa: E731
+    None if v is None or (_is_int(v) and v >= 1) else "None or an integer >= 1"
+)
+
+# key -> check(value) returning None if valid, else what would be valid.
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "seed": _int_at_least(0),
+    "model.kind": _one_of(("vit", "text")),
+    "data.source": _one_of(SOURCES),
+    "data.image_size": _int_at_least(1),
+    "data.max_len": _int_at_least(1),
+    "data.seed": _int_at_least(0),
+    "data.val_size": _int_at_least(0),
+    "data.train_size": _OPTIONAL_INT,
+    "data.test_size": _OPTIONAL_INT,
+    "adapter.rank": _int_at_least(1),
+    "adapter.activation": _one_of(tuple(adapters.ACTIVATIONS)),
+    "placement.gamma": _real_in(0, 1),
+    "placement.seed": _int_at_least(0),
+    "placement.stride": _int_at_least(1),
+    "scoring.num_examples": _int_at_least(1),
+    "scoring.micro_batch": _int_at_least(0),
+    "scoring.chunk": _OPTIONAL_INT,
+    "scoring.aggregation": _one_of(scoring.AGGREGATIONS),
+    "scoring.srank_method": _one_of(scoring.METHODS),
+    "scoring.eta": _real_in(0, 1, low_open=True),
+    "scoring.head_steps": _int_at_least(-1),
+    "scoring.head_lr": _NON_NEGATIVE,
+    "train.steps": _int_at_least(1),
+    "train.batch_size": _int_at_least(1),
+    "train.eval_batch_size": _int_at_least(1),
+    "train.optimizer": _one_of(train.OPTIMIZERS),
+    "train.lr": _POSITIVE,
+    "train.momentum": _real_in(0, 1),
+    "train.weight_decay": _NON_NEGATIVE,
+    "train.schedule": _one_of(train.SCHEDULES),
+    "train.warmup_steps": _int_at_least(-1),
+    "train.warmup_fraction": _real_in(0, 1),
+    "train.grad_clip_norm": _NON_NEGATIVE,
+    "train.label_smoothing": _real_in(0, 1),
+    "train.pass1_cache_gib": _NON_NEGATIVE,
+    "train.log_every": _int_at_least(1),
+    "train.checkpoint_every": _int_at_least(1),
+}
+# The keys train.fit reads, checked there too for callers of the Python API.
+FIT_KEYS = (
+    "steps",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "warmup_steps",
+    "warmup_fraction",
+    "grad_clip_norm",
+    "label_smoothing",
+    "log_every",
+    "checkpoint_every",
+)
+
+
+def _get(config, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _problems_of_keys(config, keys) -> list[str]:
+    problems = []
+    for key in keys:
+        try:
+            value = _get(config, key)
+        except (KeyError, AttributeError):
+            problems.append(f"{key} is missing: build the config on gga_jax.defaults.base()")
+            continue
+        want = CHECKS[key](value)
+        if want:
+            problems.append(f"{key} = {value!r}: must be {want}")
+    return problems
+
+
+def _raise(problems: list[str], what: str = "config") -> None:
+    if len(problems) == 1:
+        raise ConfigError(problems[0] + ".")
+    if problems:
+        raise ConfigError(f"{len(problems)} {what} problems: " + "; ".join(problems) + ".")
+
+
+def check_train_config(config, prefix: str = "train.") -> None:
+    """Raises ConfigError unless every key train.fit reads of `config` is valid."""
+    problems = []
+    for key in FIT_KEYS:
+        value = config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+        want = CHECKS["train." + key](value)
+        if want:
+            problems.append(f"{prefix}{key} = {value!r}: must be {want}")
+    _raise(problems, "training config")
+
+
+def arm_config(config, arm: str) -> ml_collections.ConfigDict:
+    """config with config.overrides[arm] (e.g. {"train": {"lr": 0.01}}) merged in."""
+    arm_cfg = ml_collections.ConfigDict(config.to_dict())
+
+    def merge(node, changes, prefix):
+        for key, value in changes.items():
+            if key not in node:
+                raise ConfigError(f"overrides[{arm!r}] sets unknown key '{prefix}{key}'.")
+            if isinstance(value, (dict, ml_collections.ConfigDict)):
+                merge(node[key], value, f"{prefix}{key}.")
+            else:
+                node[key] = value
+
+    merge(arm_cfg, dict((config.overrides or {}).get(arm, {})), "")
+    return arm_cfg
+
+
+def check_config(config, workdir: str | None = None, *, model_factory=None) -> None:
+    """Raises ConfigError naming every invalid key of a run config (and its workdir).
+
+    Checks, in this order, all before any data or weights are read: the arms and
+    their overrides; every numeric and named key (`CHECKS`) of every arm's
+    merged config; the data source and name; the checkpoint path; the model
+    (built abstractly from `model_factory(edges)`, main.backbone_factory),
+    images against its patch size; the placement keys against its graph; the
+    batch sizes against the mesh; and the workdir (see `check_workdir`).
+    """
+    problems = _check_arms(config)
+    if problems:
+        _raise(problems)
+    for arm in config.arms:
+        problems += _problems_of_keys(arm_config(config, arm), CHECKS)
+    problems = list(dict.fromkeys(problems))  # an arm without overrides repeats the top level
+    problems += _check_data(config) + _check_checkpoint(config)
+    if not problems and model_factory is not None:
+        problems += _check_model(config, model_factory)
+    if not problems:
+        problems += _check_mesh(config)
+    _raise(problems)
+    if workdir is not None:
+        check_workdir(workdir)
+
+
+def _check_arms(config) -> list[str]:
+    arms = tuple(config.arms)
+    if not arms:
+        return [f"arms = (): list at least one arm; valid: {ARMS}"]
+    problems = [f"arms has unknown arm {a!r}; valid arms: {ARMS}" for a in arms if a not in ARMS]
+    if len(set(arms)) < len(arms):
+        problems.append(f"arms = {arms}: an arm is listed twice (each writes workdir/<arm>/)")
+    for arm in arms:
+        try:
+            arm_config(config, arm)
+        except ConfigError as e:
+            problems.append(str(e).rstrip("."))
+    return problems
+
+
+def _check_data(config) -> list[str]:
+    d = config.data
+    if d.source not in SOURCES:
+        return []  # reported by CHECKS
+    registry = data.TFDS_TASKS if d.source == "tfds" else data.OFFLINE_DATASETS
+    if d.name not in registry:
+        valid = sorted(registry)
+        return [f"data.name = {d.name!r}: no {d.source} dataset of that name; valid: {valid}"]
+    spec = registry[d.name]
+    if spec.kind != ("text" if config.model.kind == "text" else "image"):
+        article = "an" if spec.kind == "image" else "a"
+        kinds = f"{article} {spec.kind} dataset, but model.kind = {config.model.kind!r}"
+        return [f"data.name = {d.name!r} is {kinds}"]
+    if d.source == "tfds":
+        return []
+    train_size = d.train_size or spec.train_size
+    if _is_int(d.val_size) and d.val_size >= train_size:
+        return [f"data.val_size = {d.val_size}: must be below the train size {train_size}"]
+    missing = data.offline_missing(d.name)
+    return [f"data.name = {d.name!r}: {missing}"] if missing else []
+
+
+def _check_checkpoint(config) -> list[str]:
+    source = config.model.checkpoint
+    if not source:
+        return ["model.checkpoint = '': give a weights file, 'minilm' (text) or 'random'"]
+    if source == "minilm":
+        try:
+            from gga_jax.models import text
+
+            text.minilm_path()
+        except (FileNotFoundError, ValueError) as e:
+            return [f"model.checkpoint = 'minilm': {str(e).rstrip('.')}"]
+        return []
+    if source != "random" and not os.path.exists(source):
+        return [f"model.checkpoint = {source!r}: no such file or directory"]
+    return []
+
+
+def _check_model(config, factory) -> list[str]:
+    """Builds the model abstractly; checks image size, tokens and the placement keys."""
+    import jax
+
+    try:
+        model = factory(())
+        example = abstract_example(config)
+        jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), example)
+    except (ValueError, TypeError) as e:
+        images = config.model.kind == "vit" and "images" in str(e)
+        key = "data.image_size" if images else "model.variant"
+        value = config.data.image_size if images else config.model.variant
+        return [f"{key} = {value!r}: {_one_line(e)}"]
+    problems = []
+    depth = model.depth
+    for arm in config.arms:
+        problems += _check_placement(arm_config(config, arm), arm, depth)
+    return list(dict.fromkeys(problems))
+
+
+def abstract_example(config):
+    """One example of config's input as ShapeDtypeStructs (leading axis 1)."""
+    import jax
+    import numpy as np
+
+    if config.model.kind == "text":
+        ids = jax.ShapeDtypeStruct((1, config.data.max_len), np.int32)
+        return {"input_ids": ids, "attention_mask": ids}
+    size = config.data.image_size
+    return jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+
+
+def _check_placement(config, arm: str, depth: int) -> list[str]:
+    p = config.placement
+    if arm == "fixed":
+        try:
+            edges = graph.validate_edges(p.edges, depth)
+        except ValueError as e:
+            return [f"placement.edges = {p.edges!r}: {_one_line(e)}"]
+        return [] if edges else ["placement.edges = (): the 'fixed' arm needs at least one edge"]
+    if arm == "single":
+        try:
+            placement.single(tuple(p.edge), depth)
+        except (ValueError, TypeError) as e:
+            return [f"placement.edge = {p.edge!r}: {_one_line(e)}"]
+        return []
+    if arm not in NUM_POLICIES:
+        return []
+    if arm in CANDIDATE_POLICIES:
+        available = len(graph.candidates(depth, p.stride, p.recurrent))
+        what = f"candidate edges for placement.stride {p.stride}, recurrent {p.recurrent}"
+    else:
+        available, what = 2 * depth, "parallel edges"
+    if not _is_int(p.num) or not 1 <= p.num <= available:
+        return [
+            f"placement.num = {p.num!r}: must be an integer in [1, {available}] for arm "
+            f"{arm!r} (the {depth}-block model has {available} {what})"
+        ]
+    return []
+
+
+def _check_mesh(config) -> list[str]:
+    from gga_jax import sharding
+
+    try:
+        partitioner = sharding.Partitioner.from_config(config)
+        for arm in config.arms:
+            t = arm_config(config, arm).train
+            partitioner.check_batch_size(t.batch_size, "train.batch_size")
+            partitioner.check_batch_size(t.eval_batch_size, "train.eval_batch_size")
+    except ValueError as e:
+        return [_one_line(e).rstrip(".")]
+    return []
+
+
+def check_workdir(workdir: str) -> None:
+    """Raises ConfigError if `workdir` is a file, or cannot be created or written."""
+    if not workdir:
+        raise ConfigError("--workdir is empty: give a directory for checkpoints and results.")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory; choose another path.")
+    existing = workdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--workdir {workdir} cannot be written ({existing} is not a writable directory)."
+        )
+
+
+def read_json(path: str, what: str) -> Any:
+    """json.load(path), or a ConfigError naming the damaged file and what to do."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({e}); delete it to recompute the {what}, or use another --workdir."
+        ) from e
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message with its lines joined and no final period, for a report."""
+    return " ".join(str(error).split()).rstrip(".")
