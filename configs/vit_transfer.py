@@ -26,14 +26,12 @@ trainable parameters), linear probe 71.10% (1,930), all-parallel 80.70%
 (12 adapters, 45,814); the README has the table.
 """
 
-import pathlib
-
 import ml_collections
 
-import gga_jax
 from gga_jax import defaults
+from gga_jax.models import vit
 
-CHECKPOINT = pathlib.Path(gga_jax.__file__).parent / "assets" / "vit_fmnist_s4.npz"
+CHECKPOINT = vit.SMALL_FMNIST
 # scripts/pretrain_small_vit.py's defaults; load_npz names any mismatch with the file.
 SMALL_VIT = {"width": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768, "patch_size": 4}
 TASKS = ("mnist", "digits")
