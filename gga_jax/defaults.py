@@ -49,6 +49,25 @@ def base() -> ml_collections.ConfigDict:
     c.adapter.rank = 8
     c.adapter.activation = "gelu"
     c.adapter.layer_norm = True
+    # > 0: trainable-parameter budget P (adapters + head); plain adapter arms then use the
+    # largest uniform rank whose adapters and head fit P, instead of adapter.rank.
+    c.adapter.budget = 0
+
+    # TINA (gga_jax.tina): arms "tina:<base>[:<label>]" prune the adapters on the edges of
+    # placement policy <base> (e.g. "tina:all_parallel", "tina:gga"); <label> only names a
+    # variant set by config.overrides. Adapters start at rank d / sigma0; each cycle trains
+    # cycle_steps steps; prunes of a fraction rho run until the mean compression d / r reaches
+    # sigma_target, or, with budget > 0, until adapters + head fit that many parameters.
+    c.tina = ml_collections.ConfigDict()
+    c.tina.sigma0 = 8.0
+    c.tina.sigma_target = 64.0
+    c.tina.rho = 0.5
+    c.tina.scope = "global"  # "global" (across adapters) or "local" (per adapter)
+    c.tina.normalize = True  # Eq. 2's division by r_a + d; False: the paper's I_0
+    c.tina.divide_by_max = False  # the published code's extra division by the adapter's max
+    c.tina.schedule = "iterative"  # or "one_shot" (the paper's Table 3 ablation)
+    c.tina.cycle_steps = 100
+    c.tina.budget = 0
 
     c.placement = ml_collections.ConfigDict()
     c.placement.num = 24

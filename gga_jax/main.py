@@ -31,6 +31,7 @@ import ast  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import shlex  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any
@@ -41,7 +42,17 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gga_jax import checkpoints, defaults, graph, placement, plots, scoring, sharding, validation
+from gga_jax import (
+    checkpoints,
+    defaults,
+    graph,
+    placement,
+    plots,
+    scoring,
+    sharding,
+    tina,
+    validation,
+)
 from gga_jax import data as data_lib
 from gga_jax import train as train_lib
 from gga_jax.models import text, vit
@@ -79,10 +90,12 @@ def backbone(config: ml_collections.ConfigDict, num_classes: int, example, parti
 
 
 def backbone_factory(config: ml_collections.ConfigDict, num_classes: int):
-    """make_model(edges): config.model with adapters (config.adapter) on `edges`."""
+    """make_model(edges, rank=None): config.model with adapters (config.adapter) on `edges`.
+
+    rank (an int or one per edge) replaces config.adapter.rank (TINA, budgets).
+    """
     kw = dict(config.model.overrides or {})
     settings = dict(
-        adapter_rank=config.adapter.rank,
         adapter_activation=config.adapter.activation,
         adapter_layer_norm=config.adapter.layer_norm,
     )
@@ -90,12 +103,13 @@ def backbone_factory(config: ml_collections.ConfigDict, num_classes: int):
     if config.model.kind not in modules:
         raise ValueError(f"Unknown model.kind {config.model.kind!r}; valid: {sorted(modules)}.")
 
-    def factory(edges):
+    def factory(edges, rank=None):
         return modules[config.model.kind](
             num_classes,
             variant=config.model.variant,
             pool_type=config.model.pool_type,
             edges=edges,
+            adapter_rank=config.adapter.rank if rank is None else rank,
             **settings,
             **kw,
         )
@@ -294,30 +308,150 @@ def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[
     arm_dir = os.path.join(workdir, arm)
     os.makedirs(arm_dir, exist_ok=True)
     start = time.perf_counter()
+    base = validation.tina_base(arm)
     edges, scores = [], None
     if arm not in MODES:
         edges, scores, params = choose_edges(
-            config, arm, factory, params, splits, arm_dir, partitioner
+            config, base or arm, factory, params, splits, arm_dir, partitioner
         )
-    model = factory(tuple(edges))
-    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
-    init = jax.jit(model.init)(jax.random.PRNGKey(config.seed + 2), example)["params"]
-    params = {**init, **params}
+    if scores is not None and jax.process_index() == 0:
+        plots.score_heatmap(
+            scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
+        )
+    if base:
+        row = tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
+    else:
+        row = train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
+    return {"arm": arm, **row, "wall_time_s": time.perf_counter() - start}
+
+
+def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
+    """Trains one arm's adapters (or head, or everything) on `edges`; its results row."""
+    rank = budget_rank(config, edges, factory, params) if arm not in MODES else None
+    model = factory(tuple(edges), rank)
+    params = {**init_params(config, model, splits), **params}
     mode = arm if arm in MODES else "adapters"
-    batches = lambda begin: data_lib.train_batches(  # noqa: E731
-        splits["train"], config.train.batch_size, config.seed, begin
-    )
     params, summary = train_lib.fit(
         model,
         params,
         train_lib.TRAINABLE[mode],
-        batches,
+        train_batches(config, splits),
         config.train,
         arm_dir,
         label=arm,
         partitioner=partitioner,
         pass1=pass1_cache(config.train, model, params, splits["train"]),
     )
+    test = evaluate_test(config, model, params, splits, partitioner)
+    return {**edge_row(model), **summary, "steps": config.train.steps, **test}
+
+
+def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
+    """TINA (gga_jax.tina) on the base placement's edges: one cycle after another.
+
+    Cycle c trains in arm_dir/cycle_<c>/ with its own checkpoints, so a killed
+    run resumes in the cycle it was in: the cycles before it restore their
+    final parameters, and pruning them again gives the same shapes.
+    """
+    t = config.tina
+    width = factory(()).width
+    model = factory(tuple(edges), tina.initial_rank(width, t.sigma0))
+    params = {**init_params(config, model, splits), **params}
+    cycle_train = ml_collections.ConfigDict(config.train.to_dict())
+    cycle_train.steps = t.cycle_steps
+    cycles = []
+
+    def train_cycle(p, cycle_edges, ranks, cycle):
+        model = factory(tuple(cycle_edges), tuple(ranks))
+        p, summary = train_lib.fit(
+            model,
+            p,
+            train_lib.TRAINABLE["adapters"],
+            train_batches(config, splits),
+            cycle_train,
+            os.path.join(arm_dir, f"cycle_{cycle}"),
+            label=f"{arm} cycle {cycle}",
+            partitioner=partitioner,
+        )
+        test = evaluate_test(config, model, p, splits, partitioner)
+        cycles.append({"cycle": cycle, **edge_row(model), **summary, **test})
+        print(
+            f"[{arm}] cycle {cycle}: {len(cycle_edges)} adapters, {sum(ranks)} neurons, "
+            f"{summary['trainable_params']:,} trainable, test {100 * test['test_accuracy']:.2f}%"
+        )
+        return p
+
+    how = dict(sigma0=t.sigma0, scope=t.scope, normalize=t.normalize, divide_by_max=t.divide_by_max)
+    if t.schedule == "one_shot":
+        cycles_count = tina.num_cycles(t.sigma0, t.sigma_target, t.rho)
+        tina.one_shot(
+            train_cycle,
+            params,
+            edges,
+            width,
+            sigma_target=t.sigma_target,
+            cycles=cycles_count,
+            **how,
+        )
+    else:
+        budget = t.budget - head_params(params) if t.budget else None
+        tina.run(
+            train_cycle,
+            params,
+            edges,
+            width,
+            sigma_target=t.sigma_target,
+            rho=t.rho,
+            max_params=budget,
+            **how,
+        )
+    if jax.process_index() == 0:
+        plots.tina_neurons(cycles, edges, os.path.join(arm_dir, "neurons.png"), arm)
+    return {**cycles[-1], "cycles": cycles, "steps": t.cycle_steps * len(cycles)}
+
+
+def budget_rank(config, edges, factory, params) -> int:
+    """adapter.rank; with adapter.budget, the largest uniform rank that fits it (tina)."""
+    if not config.adapter.budget or not edges:
+        return config.adapter.rank
+    return tina.rank_for_budget(
+        config.adapter.budget,
+        len(edges),
+        factory(()).width,
+        head_params(params),
+        config.adapter.layer_norm,
+    )
+
+
+def head_params(params) -> int:
+    """Parameters of the head (counted against a budget with the adapters)."""
+    return train_lib.count_params(train_lib.flatten(params["head"]))
+
+
+def init_params(config, model, splits) -> dict:
+    """model's freshly initialised params (adapters included), seeded by config.seed."""
+    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
+    return jax.jit(model.init)(jax.random.PRNGKey(config.seed + 2), example)["params"]
+
+
+def train_batches(config, splits):
+    """batches(start_step) of the training split in config.seed's order."""
+    return lambda begin: data_lib.train_batches(
+        splits["train"], config.train.batch_size, config.seed, begin
+    )
+
+
+def edge_row(model) -> dict[str, Any]:
+    """A model's edges, their types and ranks, for results.json."""
+    return {
+        "edges": [list(e) for e in model.edges],
+        "edge_types": [graph.edge_type(e) for e in model.edges],
+        "ranks": list(model.adapter_rank),
+    }
+
+
+def evaluate_test(config, model, params, splits, partitioner) -> dict[str, Any]:
+    """Accuracy and loss of model on the test split."""
     partitioner.check_batch_size(config.train.eval_batch_size, "train.eval_batch_size")
     test = train_lib.evaluate(
         train_lib.make_eval_step(model, partitioner),
@@ -325,19 +459,10 @@ def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[
         data_lib.eval_batches(splits["test"], config.train.eval_batch_size),
         partitioner,
     )
-    if scores is not None and jax.process_index() == 0:
-        plots.score_heatmap(
-            scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
-        )
     return {
-        "arm": arm,
-        "edges": [list(e) for e in edges],
-        "edge_types": [graph.edge_type(e) for e in edges],
-        **summary,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "test_examples": test["examples"],
-        "wall_time_s": time.perf_counter() - start,
     }
 
 
@@ -434,14 +559,21 @@ def write_results(results, table: str, workdir: str) -> None:
         json.dump(results, f, indent=1, default=str)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")
-    curves = {
-        r["arm"]: [
-            (m["step"], m["loss"])
-            for m in train_lib.MetricWriter(os.path.join(workdir, r["arm"])).read()
-        ]
-        for r in results["arms"]
-    }
+    curves = {r["arm"]: loss_curve(workdir, r) for r in results["arms"]}
     plots.training_curves(curves, os.path.join(workdir, "train_loss.png"))
+    plots.accuracy_vs_params(results["arms"], os.path.join(workdir, "accuracy_vs_params.png"))
+
+
+def loss_curve(workdir: str, row) -> list[tuple[int, float]]:
+    """(step, loss) of an arm; a TINA arm's cycles follow one another."""
+    arm_dir = os.path.join(workdir, row["arm"])
+    dirs = [os.path.join(arm_dir, f"cycle_{c['cycle']}") for c in row.get("cycles", ())]
+    points, offset = [], 0
+    for directory in dirs or [arm_dir]:
+        records = train_lib.MetricWriter(directory).read()
+        points += [(offset + m["step"], m["loss"]) for m in records]
+        offset += records[-1]["step"] if records else 0
+    return points
 
 
 def results_table(rows) -> str:
@@ -582,10 +714,6 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
     try:
         _main()
-    except KeyboardInterrupt:
-        if FLAGS.workdir and not FLAGS.dry_run:
-            print(f"\ninterrupted; resume with:\n  {resume_command()}", file=sys.stderr)
-        sys.exit(130)
     except USER_ERRORS as e:
         if FLAGS.traceback or os.environ.get(TRACEBACK_ENV, "") in ("1", "true"):
             raise
@@ -607,7 +735,24 @@ def _main() -> None:
     if FLAGS.dry_run:
         print(memory_report(memory_plan(FLAGS.config)))
         return
+    signal.signal(signal.SIGINT, on_interrupt)
     run(FLAGS.config, FLAGS.workdir)
+
+
+def on_interrupt(signum, frame) -> None:
+    """Ctrl-C: print the command that resumes the run, and stop at once (exit 130).
+
+    A KeyboardInterrupt raised inside orbax's or JAX's machinery can be swallowed
+    there and training would go on, so the process ends here instead. What a
+    checkpoint write left half done is never the latest step (orbax commits a
+    step by renaming it into place) or is set aside on resumption
+    (checkpoints.Manager.restore_latest).
+    """
+    del signum, frame
+    sys.stderr.write(f"\ninterrupted; resume with:\n  {resume_command()}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)
 
 
 def resume_command() -> str:
@@ -618,7 +763,8 @@ def resume_command() -> str:
 def listing(what: str, config=None) -> str:
     """The text of --list=configs, arms or keys."""
     if what == "arms":
-        return "\n".join(ARM_HELP[a] if a in ARM_HELP else a for a in validation.ARMS)
+        lines = [ARM_HELP[a] if a in ARM_HELP else a for a in validation.ARMS]
+        return "\n".join([*lines, ARM_HELP["tina"]])
     if what == "keys":
         flat = flat_config(config if config is not None else defaults.base())
         return "\n".join(f"{k} = {v!r}" for k, v in sorted(flat.items()))
@@ -645,6 +791,7 @@ ARM_HELP = {
     "fixed": "fixed: adapters on placement.edges",
     "linear_probe": "linear_probe: the head alone",
     "full_finetune": "full_finetune: every parameter",
+    "tina": "tina:<base>[:<label>]: TINA prunes the adapters on <base>'s edges (config.tina)",
 }
 
 

@@ -19,12 +19,13 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 
-from gga_jax import adapters, data, graph, placement, scoring, train
+from gga_jax import adapters, data, graph, placement, scoring, tina, train
 
 # The arms a run may list: placement policies of SPEC §4, "fixed" (config.placement.edges)
 # and the training modes without adapters.
@@ -33,6 +34,9 @@ ARMS = (*placement.POLICIES, "fixed", *train.MODES)
 NUM_POLICIES = ("gga", "top_k", "random", "first_k", "last_k")
 CANDIDATE_POLICIES = ("gga", "top_k", "random")
 SOURCES = ("tfds", "offline")
+# TINA arms: "tina:<base>" or "tina:<base>:<label>", base a placement arm (config.tina).
+TINA_ARM = re.compile(r"tina:(?P<base>\w+)(?::[\w.-]+)?")
+TINA_SCHEDULES = ("iterative", "one_shot")
 CHECKPOINT_ALIASES = ("random", "minilm")
 
 
@@ -68,6 +72,7 @@ def _one_of(valid) -> Callable[[Any], str | None]:
     return lambda v: None if v in valid else f"one of {tuple(valid)}"
 
 
+_BOOL = lambda v: None if isinstance(v, bool) else "True or False"  # noqa: E731
 _POSITIVE = lambda v: None if _is_real(v) and v > 0 else "a positive real number"  # noqa: E731
 _NON_NEGATIVE = lambda v: None if _is_real(v) and v >= 0 else "a real number >= 0"  # noqa: E731
 _OPTIONAL_INT = lambda v: (  # noqa: E731
@@ -87,6 +92,17 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.test_size": _OPTIONAL_INT,
     "adapter.rank": _int_at_least(1),
     "adapter.activation": _one_of(tuple(adapters.ACTIVATIONS)),
+    "adapter.layer_norm": _BOOL,
+    "adapter.budget": _int_at_least(0),
+    "tina.sigma0": _POSITIVE,
+    "tina.sigma_target": _POSITIVE,
+    "tina.rho": _real_in(0, 1, low_open=True),
+    "tina.scope": _one_of(tina.SCOPES),
+    "tina.normalize": _BOOL,
+    "tina.divide_by_max": _BOOL,
+    "tina.schedule": _one_of(TINA_SCHEDULES),
+    "tina.cycle_steps": _int_at_least(1),
+    "tina.budget": _int_at_least(0),
     "placement.gamma": _real_in(0, 1),
     "placement.seed": _int_at_least(0),
     "placement.stride": _int_at_least(1),
@@ -150,6 +166,12 @@ def _problems_of_keys(config, keys) -> list[str]:
         if want:
             problems.append(f"{key} = {value!r}: must be {want}")
     return problems
+
+
+def tina_base(arm: str) -> str | None:
+    """The base placement of a TINA arm ("tina:gga:local" -> "gga"), None for other arms."""
+    match = TINA_ARM.fullmatch(arm)
+    return match.group("base") if match else None
 
 
 def _raise(problems: list[str], what: str = "config") -> None:
@@ -217,7 +239,13 @@ def _check_arms(config) -> list[str]:
     arms = tuple(config.arms)
     if not arms:
         return [f"arms = (): list at least one arm; valid: {ARMS}"]
-    problems = [f"arms has unknown arm {a!r}; valid arms: {ARMS}" for a in arms if a not in ARMS]
+    bases = (*placement.POLICIES, "fixed")
+    problems = [
+        f"arms has unknown arm {a!r}; valid arms: {ARMS}, or 'tina:<base>[:<label>]' with a "
+        f"base in {bases}"
+        for a in arms
+        if a not in ARMS and tina_base(a) not in bases
+    ]
     if len(set(arms)) < len(arms):
         problems.append(f"arms = {arms}: an arm is listed twice (each writes workdir/<arm>/)")
     for arm in arms:
@@ -283,8 +311,57 @@ def _check_model(config, factory) -> list[str]:
     problems = []
     depth = model.depth
     for arm in config.arms:
-        problems += _check_placement(arm_config(config, arm), arm, depth)
+        arm_cfg = arm_config(config, arm)
+        problems += _check_placement(arm_cfg, tina_base(arm) or arm, depth)
+        if tina_base(arm):
+            problems += _check_tina(arm_cfg, arm, model)
+        elif arm_cfg.adapter.budget and arm not in train.MODES:
+            problems += _check_budget(
+                arm_cfg, "adapter.budget", model, _num_edges(arm_cfg, arm, depth)
+            )
     return list(dict.fromkeys(problems))
+
+
+def _check_tina(config, arm: str, model) -> list[str]:
+    """TINA's settings against each other and the model (gga_jax.tina)."""
+    t = config.tina
+    if t.sigma_target <= t.sigma0:
+        return [f"tina.sigma_target = {t.sigma_target!r}: must be above tina.sigma0 = {t.sigma0!r}"]
+    if model.width / t.sigma0 < 1:
+        return [
+            f"tina.sigma0 = {t.sigma0!r}: d / sigma0 = {model.width / t.sigma0:g} leaves fewer "
+            f"than one neuron per adapter (width {model.width}); use sigma0 <= {model.width}"
+        ]
+    if getattr(model, "adapter_kind", "bottleneck") != "bottleneck":
+        return [f"arm {arm!r}: TINA prunes bottleneck adapters, not {model.adapter_kind!r} ones"]
+    if t.budget and t.scope != "global":
+        return [f"tina.scope = {t.scope!r}: a tina.budget is met by global selection only"]
+    return _check_budget(config, "tina.budget", model) if t.budget else []
+
+
+def _check_budget(config, key: str, model, num_edges: int | None = None) -> list[str]:
+    """A budget must leave room beyond the head (width x classes + classes) for the adapters.
+
+    With num_edges (a plain arm at a uniform rank), it must hold num_edges adapters of rank 1.
+    """
+    budget = _get(config, key)
+    head = model.num_classes * (model.width + 1)
+    if budget <= head:
+        return [f"{key} = {budget}: must be above the head's own {head} parameters"]
+    if num_edges:
+        try:
+            tina.rank_for_budget(budget, num_edges, model.width, head, config.adapter.layer_norm)
+        except ValueError as e:
+            return [f"{key} = {budget}: {_one_line(e)}"]
+    return []
+
+
+def _num_edges(config, arm: str, depth: int) -> int:
+    """How many edges a plain arm places (its policy's count)."""
+    counts = {"all_parallel": 2 * depth, "ffn_parallel": depth, "all_sequential": 2 * depth + 1}
+    if arm == "fixed":
+        return len(config.placement.edges)
+    return counts.get(arm, 1 if arm == "single" else config.placement.num)
 
 
 def abstract_example(config):
