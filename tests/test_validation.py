@@ -56,6 +56,10 @@ def smoke(**changes):
     return repo_config("default", "smoke", **changes)
 
 
+def tina_smoke(**changes):
+    return repo_config("tina", "smoke", **changes)
+
+
 def snapshot(path) -> list | None:
     """Every file under path with its size and mtime (None if path does not exist)."""
     if not os.path.exists(path):
@@ -343,6 +347,57 @@ CASES = [
         r"holds a run with another config \(placement.num: 2 there, 3 now\)",
         prepare=other_run,
     ),
+    config_case(
+        "tina.rho = 1.0",
+        r"tina.rho = 1.0: must be a real number in \(0, 1\)",
+        config=lambda: tina_smoke(**{"tina.rho": 1.0}),
+    ),
+    config_case(
+        "tina.sigma_target = 4 below tina.sigma0 = 8",
+        r"tina.sigma_target = 4.0: must be above tina.sigma0 = 8.0",
+        config=lambda: tina_smoke(**{"tina.sigma_target": 4.0}),
+    ),
+    config_case(
+        "tina.sigma0 = 64 on width 32",
+        r"tina.sigma0 = 64.0: d / sigma0 = 0.5 leaves fewer than one neuron per adapter",
+        config=lambda: tina_smoke(**{"tina.sigma0": 64.0, "tina.sigma_target": 128.0}),
+    ),
+    config_case(
+        "tina.budget below the head",
+        r"tina.budget = 50: must be above the head's own 99 parameters",
+        config=lambda: tina_smoke(arms=("tina:all_parallel",), **{"tina.budget": 50}),
+    ),
+    config_case(
+        "adapter.budget too small for all-parallel at rank 1",
+        r"adapter.budget = 500: budget 500 parameters cannot hold 4 adapters of rank 1",
+        config=lambda: tina_smoke(arms=("all_parallel",), **{"adapter.budget": 500}),
+    ),
+    config_case(
+        "a TINA arm on a placement with no edges",
+        r"placement.edges = \(\): the 'fixed' arm needs at least one edge",
+        config=lambda: tina_smoke(arms=("tina:fixed",)),
+    ),
+    config_case(
+        "a TINA arm on linear adapters",
+        r"arm 'tina:all_parallel': TINA prunes bottleneck adapters, not 'linear' ones",
+        config=lambda: tina_smoke(
+            arms=("tina:all_parallel",),
+            **{
+                "model.overrides": {
+                    "width": 32,
+                    "depth": 2,
+                    "num_heads": 2,
+                    "mlp_dim": 64,
+                    "adapter_kind": "linear",
+                }
+            },
+        ),
+    ),
+    config_case(
+        "arms = ('tina:bogus',)",
+        r"unknown arm 'tina:bogus'; .* or 'tina:<base>\[:<label>\]' with a base in",
+        config=lambda: tina_smoke(arms=("tina:bogus",)),
+    ),
     Case(
         "score_edges: NaN in the images",
         score_with(nan_images),
@@ -524,7 +579,8 @@ def test_cli_help_exits_zero_and_says_how_to_list_things():
 def test_cli_lists_configs_arms_and_keys():
     arms = cli("--list=arms")
     assert arms.returncode == 0
-    assert [line.split(":")[0] for line in arms.stdout.splitlines()] == list(validation.ARMS)
+    names = [line.split(":")[0] for line in arms.stdout.splitlines()]
+    assert names == [*validation.ARMS, "tina"]
     configs = cli("--list=configs")
     assert "configs/default.py: The offline default job" in configs.stdout
     keys = cli("--list=keys", "--config=configs/default.py:smoke")
@@ -539,7 +595,9 @@ def test_cli_lists_configs_arms_and_keys():
             ["--config.arms=('gga', 'gpa')"],
             "error: arms has unknown arm 'gpa'; valid arms: ('gga', 'top_k', 'random', "
             "'first_k', 'last_k', 'all_parallel', 'ffn_parallel', 'all_sequential', 'single', "
-            "'fixed', 'linear_probe', 'full_finetune').",
+            "'fixed', 'linear_probe', 'full_finetune'), or 'tina:<base>[:<label>]' with a base "
+            "in ('gga', 'top_k', 'random', 'first_k', 'last_k', 'all_parallel', 'ffn_parallel', "
+            "'all_sequential', 'single', 'fixed').",
         ),
         (
             ["--config.train.lr=abc"],
