@@ -32,7 +32,7 @@ MODELS = {  # name: (config argument, {dotted key: value} changes)
 }
 PLAN = """
 import importlib.util, json, sys
-from gga_jax import main
+from gga_jax import pipeline
 path, _, arg = sys.argv[1].partition(":")
 spec = importlib.util.spec_from_file_location("config", path)
 module = importlib.util.module_from_spec(spec)
@@ -45,12 +45,12 @@ for key, value in json.loads(sys.argv[2]).items():
     for p in parents:
         node = node[p]
     node[leaf] = value
-print(json.dumps(main.memory_plan(config)))
+print(json.dumps(pipeline.memory_plan(config)))
 """
 
 
 def plan(model: str, devices: int, micro_batch: int | None, chunk: int | None) -> dict:
-    """main.memory_plan of one model on `devices` forced CPU devices, in a subprocess."""
+    """pipeline.memory_plan of one model on `devices` forced CPU devices, in a subprocess."""
     config, changes = MODELS[model]
     changes = dict(changes)
     if micro_batch:

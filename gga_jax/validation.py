@@ -5,7 +5,7 @@ and one that fails after writing `config.json` blocks its own corrected rerun
 in the same workdir. So `check_config` reads every key of a config against what
 the pipeline accepts, builds the model abstractly (`jax.eval_shape`: no
 parameters are allocated, no weights read) to check the input shapes and the
-placement against the graph, and checks the workdir, all before `main.run`
+placement against the graph, and checks the workdir, all before `pipeline.run`
 touches anything. Every problem found is reported at once, in one line, as
 
     <key> = <value>: <what is valid>
@@ -215,7 +215,7 @@ def check_config(config, workdir: str | None = None, *, model_factory=None) -> N
     Checks, in this order, all before any data or weights are read: the arms and
     their overrides; every numeric and named key (`CHECKS`) of every arm's
     merged config; the data source and name; the checkpoint path; the model
-    (built abstractly from `model_factory(edges)`, main.backbone_factory),
+    (built abstractly from `model_factory(edges)`, pipeline.backbone_factory),
     images against its patch size; the placement keys against its graph; the
     batch sizes against the mesh; and the workdir (see `check_workdir`).
     """

