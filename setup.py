@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "tqdm==4.70.1",
     "absl-py",
+    "pillow",  # image folders (gga_jax.data.read_image_folder)
 ]
 
 # The paper's datasets through tensorflow-datasets (reads prepared data, never downloads).

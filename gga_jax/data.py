@@ -1,4 +1,4 @@
-"""Inputs of the training runs (SPEC §5): tfds and offline datasets as in-memory splits.
+"""Inputs of the training runs (SPEC §5): tfds, offline and your own datasets as in-memory splits.
 
 `load` turns a data config into one `Split` per role (train, val, test); the
 trainer only ever sees the batches drawn from them:
@@ -24,6 +24,46 @@ Sources (`config.source`):
     from a prepared `data_dir`; nothing is downloaded. See `TFDS_TASKS`.
   "offline": small sets shipped inside pip or Debian packages, for runs on
     machines without the paper's data. See `OFFLINE_DATASETS`.
+  Your own data:
+  "folder": `path` is a folder with one subfolder of images per class (the
+    layout of torchvision's and tfds.folder_dataset's ImageFolder); the class
+    names are the sorted subfolder names. Every image is made RGB (grey,
+    palette and RGBA ones too: see `read_image_folder`).
+  "csv", "jsonl": `path` is a table with a `text_key` column (and a second text
+    `text_pair_key`, for pairs) and a `label_key` column (see `read_table`);
+    texts are tokenized with the tokenizer.
+  "npz": `path` is an .npz archive (see `read_arrays`) of labels `label_key`
+    and either images `image_key`, uint8 (N, H, W) or (N, H, W, C), C in 1, 3,
+    4, resized like the offline sets (4 channels lose their alpha), or
+    floating point (N, S, S, 3) already in [-1, 1] at S = image_size, used as
+    they are; or token ids "input_ids" (N, T), with optional "attention_mask"
+    (default ones) and "token_type_ids" (default zeros), used as they are
+    (max_len does not apply).
+  "tfds" with a name outside TFDS_TASKS: the prepared TFDS dataset `name`
+    (e.g. "cifar10" or "imdb_reviews:1.0.0") in `data_dir`, its image feature
+    `image_key` (uint8, 1, 3 or 4 channels) or text features `text_key` (and
+    `text_pair_key`), and `label_key`, a ClassLabel (whose names are the class
+    names) or integers. `splits` maps "train", and optionally "val" and
+    "test", to TFDS split strings (e.g. {"train": "train[:90%]", "val":
+    "train[90%:]", "test": "test"}); default "train", and "test" where the
+    dataset has that split.
+  For npz and tfds the kind is image when the `image_key` array or feature
+  exists, else text.
+
+Labels of your own data: integers (and strings of digits) are the class ids
+themselves, classes 0 .. num_classes - 1 named "0", "1", ..., num_classes
+defaulting to train's largest label + 1; strings are classes named by
+themselves, in sorted order (Python's order of str). Train fixes the classes:
+a val or test label outside them is an error, as is a train set of one class.
+
+Splits of your own data: `path` is train's path, or a mapping {"train": p,
+"val": p, "test": p} with val and test optional. A role without a path (or
+split) of its own is held out of train: of its n examples, with
+order = np.random.default_rng([seed, 0]).permutation(n), test takes the first
+round(test_fraction * n) positions (test_fraction defaults to 0.2), val the
+next round(val_fraction * n) (default 0: no val) and train the rest, each kept
+in file order. The parts depend on (seed, n) alone and are disjoint; with
+final=True train is train + val and test is unchanged.
 
 Limitation: every split is materialised in host memory as float32 (while an
 image split is read, its uint8 copy is held as well: 1.25 times the final
@@ -40,16 +80,19 @@ import dataclasses
 import functools
 import gzip
 import importlib.metadata
+import json
 import numbers
 import os
 import pathlib
+import re
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-SOURCES = ("tfds", "offline")
+SOURCES = ("tfds", "offline", "folder", "csv", "jsonl", "npz")
 
 # Examples per tf.data batch while a tfds split is read into memory.
 _READ_CHUNK = 512
@@ -197,11 +240,38 @@ CONFIG_FIELDS = {
     "train_size": None,
     "val_size": 0,
     "test_size": None,
+    "path": None,
+    "splits": None,
+    "image_key": "image",
+    "text_key": "text",
+    "text_pair_key": None,
+    "label_key": "label",
+    "num_classes": None,
+    "val_fraction": 0.0,
+    "test_fraction": None,
 }
-# Fields that only one source reads; setting them for the other is an error.
-_SOURCE_FIELDS = {
+# Fields every source reads (the image fields are ignored for text and vice versa).
+_COMMON_FIELDS = ("source", "name", "final", "image_size", "tokenizer", "max_len")
+_HELD_OUT_FIELDS = ("seed", "val_fraction", "test_fraction")
+_LABEL_FIELDS = ("label_key", "num_classes")
+_TEXT_FIELDS = ("text_key", "text_pair_key")
+# The other fields each reader reads; setting one that it does not read is an error.
+# "tfds" is a TFDS_TASKS name, "tfds_any" any other TFDS name.
+_READER_FIELDS = {
     "tfds": ("data_dir",),
     "offline": ("seed", "train_size", "val_size", "test_size"),
+    "tfds_any": (
+        "data_dir",
+        "splits",
+        "image_key",
+        *_TEXT_FIELDS,
+        *_LABEL_FIELDS,
+        *_HELD_OUT_FIELDS,
+    ),
+    "folder": ("path", *_HELD_OUT_FIELDS),
+    "csv": ("path", *_TEXT_FIELDS, *_LABEL_FIELDS, *_HELD_OUT_FIELDS),
+    "jsonl": ("path", *_TEXT_FIELDS, *_LABEL_FIELDS, *_HELD_OUT_FIELDS),
+    "npz": ("path", "image_key", *_LABEL_FIELDS, *_HELD_OUT_FIELDS),
 }
 
 
@@ -209,10 +279,14 @@ def load(config, tokenizer: Callable[..., dict[str, np.ndarray]] | None = None) 
     """Loads the dataset a data config names, split into train / val / test.
 
     Config fields (an ml_collections ConfigDict, a mapping or any object with
-    these attributes; unknown fields are an error):
-      source: "tfds" or "offline".
-      name: a key of TFDS_TASKS (e.g. "clevr", "glue/mnli") or of
-        OFFLINE_DATASETS (e.g. "tweets", "fashion_mnist").
+    these attributes; unknown fields, and fields the source does not read, are
+    an error):
+      source: "tfds", "offline", or a source of your own data: "folder",
+        "csv", "jsonl" or "npz".
+      name: a key of TFDS_TASKS (e.g. "clevr", "glue/mnli"), any other TFDS
+        dataset name (your own data), or a key of OFFLINE_DATASETS (e.g.
+        "tweets", "fashion_mnist"). The path sources take it as the dataset's
+        name only (default: the train path's base name).
       final: False (default) for hyper-parameter search: train, val and test.
         True for the final run, which the paper trains on train + val
         (Appendix A): train is both, val is None.
@@ -222,10 +296,25 @@ def load(config, tokenizer: Callable[..., dict[str, np.ndarray]] | None = None) 
       max_len: tokens per text (truncated and padded); default 128.
       data_dir: tfds only; the prepared TFDS data directory (default: TFDS's own,
         ~/tensorflow_datasets or $TFDS_DATA_DIR).
-      seed, train_size, val_size, test_size: offline only. test_size examples
-        are drawn for test and train_size for train + val, of which val_size
+      train_size, val_size, test_size: offline only. test_size examples are
+        drawn for test and train_size for train + val, of which val_size
         (default 0) are held out as val unless final; draws are seeded by
-        `seed` (default 0). Default sizes are in OFFLINE_DATASETS.
+        `seed`. Default sizes are in OFFLINE_DATASETS.
+      seed: the seed of the offline draws and of the held-out parts of your
+        own data; default 0.
+      path: folder, csv, jsonl, npz: train's file or folder, or a mapping
+        {"train": p, "val": p, "test": p} (val and test optional).
+      splits: tfds names outside TFDS_TASKS: TFDS split strings per role, as
+        path (default: "train", and "test" where the dataset has it).
+      val_fraction, test_fraction: your own data: the shares of train held out
+        as val (default 0) and test (default 0.2) where path or splits gives
+        them nothing of their own.
+      image_key, text_key, text_pair_key, label_key: the arrays (npz), columns
+        (csv, jsonl) or features (tfds) of the images ("image"), texts
+        ("text"), second texts of pairs (None: no pairs) and labels ("label").
+      num_classes: integer labels of your own data: their class count
+        (default: train's largest label + 1).
+    The module docstring says how your own data is read, labelled and split.
 
     Args:
       config: the data config.
@@ -238,21 +327,61 @@ def load(config, tokenizer: Callable[..., dict[str, np.ndarray]] | None = None) 
       "name": str}.
     """
     cfg = _read_config(config)
-    registry = TFDS_TASKS if cfg["source"] == "tfds" else OFFLINE_DATASETS
-    if cfg["name"] not in registry:
-        raise ValueError(
-            f"unknown {cfg['source']} dataset {cfg['name']!r}; valid names: {sorted(registry)}."
-        )
-    other = "offline" if cfg["source"] == "tfds" else "tfds"
-    misplaced = [k for k in _SOURCE_FIELDS[other] if cfg[k] != CONFIG_FIELDS[k]]
+    reader = _reader(cfg)
+    if reader in ("tfds", "offline"):
+        registry = TFDS_TASKS if reader == "tfds" else OFFLINE_DATASETS
+        if cfg["name"] not in registry:
+            raise ValueError(
+                f"unknown {cfg['source']} dataset {cfg['name']!r}; valid names: {sorted(registry)}."
+            )
+    misplaced = misplaced_fields(cfg)
     if misplaced:
-        raise ValueError(f"data config fields {misplaced} apply to source {other!r} only.")
+        raise ValueError(misplaced)
+    if reader not in ("tfds", "offline"):
+        return _load_own(cfg, tokenizer)
     spec = registry[cfg["name"]]
     if spec.kind == "text" and tokenizer is None:
         tokenizer = _config_tokenizer(cfg)
-    if cfg["source"] == "tfds":
+    if reader == "tfds":
         return _load_tfds(spec, cfg, tokenizer)
     return _load_offline(spec, cfg, tokenizer)
+
+
+def _reader(cfg: Mapping[str, Any]) -> str:
+    """The key of _READER_FIELDS that reads cfg: its source, or "tfds_any"."""
+    if cfg["source"] == "tfds" and cfg["name"] not in TFDS_TASKS:
+        return "tfds_any"
+    return cfg["source"]
+
+
+def misplaced_fields(config) -> str | None:
+    """None, or one line naming the fields set that the config's source does not read.
+
+    A field is set when it differs from its CONFIG_FIELDS default; the line
+    names the sources that do read each one.
+    """
+    cfg = _read_config(config)
+    reads = set(_COMMON_FIELDS) | set(_READER_FIELDS[_reader(cfg)])
+    unused = [k for k in CONFIG_FIELDS if k not in reads and cfg[k] != CONFIG_FIELDS[k]]
+    if not unused:
+        return None
+    where = f"source {cfg['source']!r}"
+    if cfg["source"] == "tfds":
+        where += " with a TFDS_TASKS name" if _reader(cfg) == "tfds" else " with another name"
+    groups: dict[str, list[str]] = {}
+    for field in unused:
+        groups.setdefault(_sources_reading(field), []).append(field)
+    readers = ", ".join(
+        sources if len(groups) == 1 else f"{sources} ({', '.join(fields)})"
+        for sources, fields in groups.items()
+    )
+    return f"data config fields {unused} apply to {readers} only, not to {where}."
+
+
+def _sources_reading(field: str) -> str:
+    """The sources that read `field`, e.g. "'csv', 'jsonl', 'npz'"."""
+    readers = {r.replace("_any", "") for r, fields in _READER_FIELDS.items() if field in fields}
+    return ", ".join(map(repr, sorted(readers)))
 
 
 def _read_config(config) -> dict[str, Any]:
@@ -266,6 +395,9 @@ def _read_config(config) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown data config fields {unknown}; valid: {sorted(CONFIG_FIELDS)}.")
     cfg = {**CONFIG_FIELDS, **given}
+    for key in ("path", "splits"):  # a mapping given as a ConfigDict
+        if hasattr(cfg[key], "to_dict"):
+            cfg[key] = cfg[key].to_dict()
     if cfg["source"] not in SOURCES:
         raise ValueError(f"data config source must be one of {SOURCES}, got {cfg['source']!r}.")
     _check_int(cfg["image_size"], "image_size", minimum=1)
@@ -283,8 +415,9 @@ def _check_int(value, name: str, minimum: int) -> None:
 
 def _config_tokenizer(cfg):
     if cfg["tokenizer"] is None:
+        what = repr(cfg["name"]) if cfg["name"] else f"The {cfg['source']} data"
         raise ValueError(
-            f"{cfg['name']!r} is a text dataset: set the data config's tokenizer to a "
+            f"{what} is a text dataset: set the data config's tokenizer to a "
             f"tokenizer.json file (or a directory holding one), or pass tokenizer= to load."
         )
     from gga_jax.models import text
@@ -324,12 +457,14 @@ def _tf():
 
 
 def _resize_tf(images, size: int):
-    """uint8 images (..., h, w, c), c in {1, 3} -> (..., size, size, 3) uint8, in a tf.data map.
+    """uint8 images (..., h, w, c), c in {1, 3, 4} -> (..., size, size, 3) uint8, in a tf.data map.
 
     Bilinear, then clipped and cast back to uint8 like big_vision's `resize`;
-    grey images get three equal channels. `resize_uint8` is the same in NumPy.
+    grey images get three equal channels, RGBA ones lose their alpha (as PIL's
+    convert("RGB") does). `resize_uint8` is the same in NumPy.
     """
     tf = _tf()
+    images = images[..., :3] if images.shape[-1] == 4 else images
     resized = tf.image.resize(images, (size, size), method="bilinear")
     images = tf.cast(tf.clip_by_value(resized, 0, 255), tf.uint8)
     return tf.image.grayscale_to_rgb(images) if images.shape[-1] == 1 else images
@@ -508,16 +643,7 @@ TFDS_TASKS = {
 
 
 def _load_tfds(task: TfdsTask, cfg: dict, tokenizer) -> dict[str, Any]:
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise ImportError(
-            "source 'tfds' needs tensorflow-datasets and TensorFlow: "
-            "`pip install tensorflow-datasets tensorflow-cpu`."
-        ) from e
-
-    _tf()  # Hide the GPUs from TF before tfds starts it.
-    builder = tfds.builder(task.builder, data_dir=cfg["data_dir"])
+    builder = _tfds_module().builder(task.builder, data_dir=cfg["data_dir"])
     if cfg["final"]:
         roles = {"train": "trainval", "val": None, "test": "test"}
     else:
@@ -826,3 +952,773 @@ def _offline_draws(pools, train_size: int, test_size: int, seed: int, name: str)
     trainval = np.random.default_rng([seed, 0]).permutation(sizes["train"])[:train_size]
     test = np.random.default_rng([seed, 1]).permutation(sizes["test"])[:test_size]
     return ("train", trainval), ("test", test)
+
+
+# ---------------------------------------------------------------------------
+# Your own data: image folders, CSV / JSONL tables, npz arrays, any TFDS dataset.
+
+# Image files of a folder, by extension (any case); other files are ignored, as
+# torchvision's ImageFolder ignores them.
+IMAGE_EXTENSIONS = (
+    ".bmp",
+    ".gif",
+    ".jpeg",
+    ".jpg",
+    ".pgm",
+    ".png",
+    ".ppm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+# Tables by extension: CSV with a header row, or JSON lines (one object per line).
+TABLE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+# The token arrays of an npz text set; only "input_ids" is required.
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+ROLES = ("train", "val", "test")
+# The share of train held out as test when no test path or split is given.
+DEFAULT_TEST_FRACTION = 0.2
+# Integer labels written as text (CSV cells, JSON strings).
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+class _Classes(NamedTuple):
+    """The classes that train's labels fix for val and test.
+
+    names: the class names; integer: True if labels are the class ids
+    themselves, False if they are the names; origin: where the classes come
+    from, for errors.
+    """
+
+    names: tuple[str, ...]
+    integer: bool
+    origin: str
+
+
+def _load_own(cfg: dict, tokenizer) -> dict[str, Any]:
+    """`load` for the folder, csv, jsonl and npz sources and TFDS names outside TFDS_TASKS."""
+    roles = own_roles(cfg)
+    val_fraction, test_fraction = held_out_fractions(cfg, roles)
+    read = {
+        "folder": _folder_pools,
+        "csv": _table_pools,
+        "jsonl": _table_pools,
+        "npz": _array_pools,
+        "tfds_any": _tfds_pools,
+    }[_reader(cfg)]
+    pools, names, kind = read(roles, cfg, tokenizer)
+    parts = _held_out_parts(pools, val_fraction, test_fraction, cfg["seed"])
+    if cfg["final"] and parts["val"] is not None:
+        parts["train"] = _concat(parts["train"], parts["val"])
+        parts["val"] = None
+    _check_two_classes(parts["train"], names)
+    splits = {
+        role: None if part is None else _make_split(part[0], part[1], len(names), part[2])
+        for role, part in parts.items()
+    }
+    name = cfg["name"] or os.path.basename(os.path.normpath(roles["train"]))
+    return {**splits, "num_classes": len(names), "label_names": names, "kind": kind, "name": name}
+
+
+def own_roles(config) -> dict[str, str]:
+    """The path (tfds: split string) each role has of its own: {"train", "val"?, "test"?}.
+
+    `config.path` (or, for tfds, `config.splits`) is one path, train's, or a
+    mapping {"train": p, "val": p, "test": p} with val and test optional. For
+    tfds, splits None is {"train": "train"}, plus "test" when the prepared
+    dataset has a split of that name.
+    """
+    cfg = _read_config(config)
+    if _reader(cfg) != "tfds_any":
+        return _role_mapping(cfg["path"], "path", "a file or folder")
+    if cfg["splits"] is not None:
+        return _role_mapping(cfg["splits"], "splits", "a TFDS split string")
+    has_test = "test" in tfds_builder(cfg).info.splits
+    return {"train": "train", **({"test": "test"} if has_test else {})}
+
+
+def _role_mapping(value, key: str, what: str) -> dict[str, str]:
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+        return {"train": os.fspath(value)}
+    if isinstance(value, Mapping) and set(value) <= set(ROLES):
+        roles = {role: value[role] for role in ROLES if value.get(role) is not None}
+        named = all(isinstance(v, (str, os.PathLike)) and os.fspath(v) for v in roles.values())
+        if "train" in roles and named:
+            return {role: os.fspath(v) for role, v in roles.items()}
+    raise ValueError(
+        f"{key} must be {what}, or a mapping {{'train': ..., 'val': ..., 'test': ...}} of them "
+        f"(val and test optional), got {value!r}."
+    )
+
+
+def held_out_fractions(config, roles: Mapping[str, str]) -> tuple[float, float]:
+    """(val_fraction, test_fraction): the shares of train held out as val and test.
+
+    A role that `roles` gives a path or split of its own takes nothing from
+    train; without one, test_fraction None means DEFAULT_TEST_FRACTION.
+    Raises ValueError if a fraction is set for a role that has its own, if no
+    test is left, or if the two hold out all of train.
+    """
+    cfg = _read_config(config)
+    given = {"val": cfg["val_fraction"], "test": cfg["test_fraction"]}
+    for role, value in given.items():
+        if role in roles and value:
+            raise ValueError(
+                f"{role}_fraction {value} holds {role} out of train, but {role} has its own "
+                f"{roles[role]!r}; set one or the other."
+            )
+    val = 0.0 if "val" in roles else given["val"]
+    test = 0.0 if "test" in roles else given["test"]
+    test = DEFAULT_TEST_FRACTION if test is None else test
+    for role, value in (("val", val), ("test", test)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise ValueError(f"{role}_fraction must be a real number in [0, 1), got {value!r}.")
+    if "test" not in roles and test == 0:
+        raise ValueError(
+            "test_fraction 0 leaves no test set: give test a path (or split) of its own, or "
+            "a test_fraction above 0."
+        )
+    if val + test >= 1:
+        raise ValueError(
+            f"val_fraction {val} and test_fraction {test} hold out all of train; their sum "
+            f"must be below 1."
+        )
+    return float(val), float(test)
+
+
+def _held_out_parts(pools: dict, val_fraction: float, test_fraction: float, seed: int) -> dict:
+    """{"train", "val", "test"}: (inputs, labels, where), val None when it has no examples to get.
+
+    Of train's n examples, with order = np.random.default_rng([seed, 0]).permutation(n),
+    test takes the first round(test_fraction * n) positions, val the next
+    round(val_fraction * n) and train the rest, each sorted back into file order.
+    A role with a pool of its own keeps it.
+    """
+    inputs, labels, where = pools["train"]
+    n = len(labels)
+    counts = {"test": round(test_fraction * n), "val": round(val_fraction * n)}
+    order = np.random.default_rng([seed, 0]).permutation(n)
+    cut = counts["test"] + counts["val"]
+    first = counts["test"]
+    rows = {"test": order[:first], "val": order[first:cut], "train": order[cut:]}
+    fractions = {"test": test_fraction, "val": val_fraction}
+    parts = {}
+    for role in ROLES:
+        if role != "train" and role in pools:
+            parts[role] = pools[role]
+        elif role == "val" and not val_fraction:
+            parts[role] = None
+        else:
+            kept = np.sort(rows[role])
+            if role == "train":
+                held = " and ".join(r for r in ("val", "test") if counts[r])
+                what = f"{where} less the held-out {held}" if held else where
+            else:
+                share = f"{role}_fraction {fractions[role]:g} of {n} examples"
+                what = f"{role} held out of {where} ({share})"
+            parts[role] = (jax.tree.map(lambda x, kept=kept: x[kept], inputs), labels[kept], what)
+    return parts
+
+
+def _concat(first: tuple, second: tuple) -> tuple:
+    """(inputs, labels, where) of two parts, first's examples first."""
+    inputs = jax.tree.map(lambda a, b: np.concatenate([a, b]), first[0], second[0])
+    return inputs, np.concatenate([first[1], second[1]]), f"{first[2]} + {second[2]}"
+
+
+def _check_two_classes(part: tuple, names: tuple[str, ...]) -> None:
+    labels, where = part[1], part[2]
+    present = np.unique(labels)
+    if len(present) == 1:
+        raise ValueError(
+            f"{where} holds examples of one class only ({names[present[0]]!r}); a classifier "
+            f"needs examples of at least 2 classes."
+        )
+
+
+def _nonempty(count: int, where: str) -> None:
+    if count == 0:
+        raise ValueError(f"{where} has no examples.")
+
+
+# Labels.
+
+
+def _label_array(values, where: str, row: Callable[[int], str]) -> np.ndarray:
+    """N labels as an int64 array (if all are integers or strings of digits) or a str array.
+
+    `row(i)` says where label i is, for errors ("line 7", "labels[6]").
+    """
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise ValueError(f"{where}: labels of shape {values.shape}; labels must be (N,).")
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64)
+        if values.dtype.kind not in "US":
+            raise ValueError(
+                f"{where}: labels of dtype {values.dtype}; labels must be integers or strings."
+            )
+        values = values.astype(str).tolist()
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)) or value == "":
+            raise ValueError(
+                f"{where} {row(i)}: label {value!r}; labels must be integers or non-empty strings."
+            )
+    integers = [_as_integer(v) for v in values]
+    if all(x is not None for x in integers):
+        return np.array(integers, np.int64)
+    named = next(i for i, x in enumerate(integers) if x is None)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{where} {row(i)}: label {value!r} is an integer, but {row(named)} has "
+                f"{values[named]!r}; labels must be all integers or all strings."
+            )
+    return np.array(values, dtype=str)
+
+
+def _as_integer(value: str | int) -> int | None:
+    """An integer label, or a string of digits as one; None for other strings."""
+    if isinstance(value, str):
+        return int(value) if _INTEGER.fullmatch(value) else None
+    return int(value)
+
+
+def _infer_classes(labels: np.ndarray, num_classes: int | None, where: str) -> _Classes:
+    """The classes of train's labels (N,): integers 0 .. num_classes - 1, or the sorted strings."""
+    if labels.dtype.kind == "i":
+        if num_classes is not None:
+            return _Classes(tuple(map(str, range(num_classes))), True, f"num_classes {num_classes}")
+        count = max(int(labels.max()) + 1, 0)
+        origin = f"train's labels 0 .. {count - 1} in {where}; num_classes sets more"
+        return _Classes(tuple(map(str, range(count))), True, origin)
+    names = tuple(np.unique(labels).tolist())
+    if num_classes is not None and num_classes != len(names):
+        raise ValueError(
+            f"{where} names {len(names)} classes in its labels, but num_classes is {num_classes}; "
+            f"num_classes counts integer labels (unset it for string labels)."
+        )
+    return _Classes(names, False, f"the labels of {where}")
+
+
+def _class_ids(labels: np.ndarray, classes: _Classes, where: str, row) -> np.ndarray:
+    """Labels (N,) as class ids (N,) int32; a label outside `classes` is an error naming its row."""
+    names = classes.names
+    if classes.integer != (labels.dtype.kind == "i"):
+        kinds = ("strings", "integers") if classes.integer else ("integers", "strings")
+        raise ValueError(f"{where}: its labels are {kinds[0]}, those of train {kinds[1]}.")
+    if classes.integer:
+        ids, bad, valid = labels, (labels < 0) | (labels >= len(names)), f"[0, {len(names)})"
+    else:
+        table = np.array(names)
+        ids = np.minimum(np.searchsorted(table, labels), len(names) - 1)
+        bad = table[ids] != labels
+        valid = str(list(names[:10])).rstrip("]") + (", ...]" if len(names) > 10 else "]")
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{where} {row(i)}: label {labels[i].item()!r} is outside the {len(names)} classes "
+            f"{valid} ({classes.origin})."
+        )
+    return ids.astype(np.int32)
+
+
+# Image folders.
+
+
+def _subfolders(path) -> tuple[str, ...]:
+    """The names of the subfolders of `path`, sorted, hidden ones left out."""
+    folder = _existing_dir(path, "image folder")
+    return tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != "."))
+
+
+def folder_classes(path, class_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The classes of an image folder, reading no image: its sorted subfolder names, at least 2.
+
+    With class_names (those of train, for a val or test folder), a subfolder
+    outside them is an error and class_names are returned.
+    """
+    found = _subfolders(path)
+    if class_names is None:
+        if len(found) < 2:
+            raise ValueError(
+                f"image folder {path} has {len(found)} class subfolder{'s' * (len(found) != 1)} "
+                f"{list(found)}; it needs one subfolder of images per class, at least 2."
+            )
+        return found
+    extra = sorted(set(found) - set(class_names))
+    if extra:
+        raise ValueError(
+            f"image folder {path} has subfolders {extra} that are not among the classes "
+            f"{list(class_names)} of train."
+        )
+    return tuple(class_names)
+
+
+def _existing_dir(path, what: str) -> pathlib.Path:
+    folder = pathlib.Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+    if not folder.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder.")
+    return folder
+
+
+def _image_files(folder: pathlib.Path, recursive: bool) -> list[str]:
+    """The IMAGE_EXTENSIONS files under (recursive) or in folder, sorted; hidden ones left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        str(p)
+        for p in found
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
+        and not any(part[0] == "." for part in p.relative_to(folder).parts)
+    )
+
+
+def list_image_folder(
+    path, class_names: tuple[str, ...] | None = None
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """The labelled image files of a folder with one subfolder per class, decoding nothing.
+
+    Args:
+      path: the folder; each subfolder is a class, and holds its images at any
+        depth (files with an IMAGE_EXTENSIONS suffix; other files are ignored).
+      class_names: the classes, as in `folder_classes`: default the sorted
+        subfolder names; given (train's, for a val or test folder), a
+        subfolder outside them is an error, and a class may have no subfolder.
+    Returns:
+      (files, sorted by class and then path; labels (N,) int32, indices into
+      class_names; class_names).
+    """
+    names = folder_classes(path, class_names)
+    found = _subfolders(path)
+    files, labels = [], []
+    for label, name in enumerate(names):
+        if name not in found:
+            continue
+        members = _image_files(pathlib.Path(path) / name, recursive=True)
+        if not members:
+            raise ValueError(
+                f"class folder {pathlib.Path(path) / name} holds no image files "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        files += members
+        labels += [label] * len(members)
+    return files, np.array(labels, np.int32), names
+
+
+def read_image_folder(
+    path, image_size: int, labelled: bool = True, class_names: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...], list[str]]:
+    """The images of a folder, decoded by PIL, as model inputs.
+
+    Every image is converted to RGB by PIL's convert("RGB"), whatever its
+    mode: grey ("L", "1") gets three equal channels, a palette ("P") its
+    colours, RGBA and LA lose their alpha (transparent pixels keep their
+    colour; nothing is composited), CMYK and YCbCr are converted. 16-bit and
+    float images ("I", "F" modes) are refused rather than clipped to 8 bits.
+    Each image is then resized to image_size x image_size by `resize_uint8`
+    (images of that size already are not resampled) and scaled to [-1, 1].
+    An animated image gives its first frame; EXIF orientation is not applied.
+
+    Args:
+      path: with labelled=True, a folder with one subfolder of images per
+        class (see `list_image_folder`); with labelled=False, a flat folder of
+        image files, read in name order (subfolders are ignored).
+      image_size: S, the side of the square model inputs.
+      class_names: labelled only: the classes, as in `list_image_folder`.
+    Returns:
+      (images (N, S, S, 3) float32 in [-1, 1], labels (N,) int32 or None,
+      class_names (() unlabelled), files: the N image paths, in order).
+    """
+    _check_int(image_size, "image_size", minimum=1)
+    if labelled:
+        files, labels, names = list_image_folder(path, class_names)
+    else:
+        files, labels, names = _image_files(_existing_dir(path, "folder"), False), None, ()
+        if not files:
+            raise ValueError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+    pixels = np.empty((len(files), image_size, image_size, 3), np.uint8)
+    for i, file in enumerate(files):
+        pixels[i] = _decode_image(file, image_size)
+    return _model_images([pixels]), labels, names, files
+
+
+def _decode_image(file: str, size: int) -> np.ndarray:
+    """An image file -> (size, size, 3) uint8, as `read_image_folder` describes."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise ImportError("image folders are decoded by Pillow: `pip install pillow`.") from e
+    try:
+        with Image.open(file) as image:
+            mode = image.mode
+            wide = mode.startswith(("I", "F"))
+            pixels = None if wide else np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{file} cannot be read as an image ({' '.join(str(e).split())}).") from e
+    if pixels is None:
+        raise ValueError(
+            f"{file} has {mode!r} pixels (16-bit or float); save it with 8 bits per channel."
+        )
+    return pixels if pixels.shape[:2] == (size, size) else resize_uint8(pixels[None], size)[0]
+
+
+def _folder_pools(roles: dict, cfg: dict, tokenizer):
+    """{role: (images, labels, where)}, class names, "image", from image folders."""
+    del tokenizer
+    pools, names = {}, None
+    for role, path in roles.items():
+        images, labels, found, _ = read_image_folder(path, cfg["image_size"], class_names=names)
+        names = names or found
+        pools[role] = (images, labels, f"image folder {path}")
+    return pools, names, "image"
+
+
+# Tables.
+
+
+def table_format(path) -> str:
+    """ "csv" or "jsonl", by the extension of `path` (see TABLE_FORMATS)."""
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in TABLE_FORMATS:
+        raise ValueError(
+            f"{path}: tables are {', '.join(TABLE_FORMATS)} files (CSV with a header row, or "
+            f"one JSON object per line); its extension is {extension!r}."
+        )
+    return TABLE_FORMATS[extension]
+
+
+def table_columns(path, fmt: str | None = None) -> list[str]:
+    """The columns of a table, reading only its header (CSV) or first non-blank line (JSONL)."""
+    fmt = fmt or table_format(path)
+    with _open_table(path) as f:
+        if fmt == "csv":
+            return next(csv.reader(f), [])
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                return list(_json_row(line, path, n))
+    return []
+
+
+def _open_table(path):
+    # utf-8-sig: a byte-order mark (as Excel writes one) is not part of the first column's name.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_table(
+    path, text_key: str, text_pair_key: str | None = None, label_key: str | None = None
+) -> tuple[list[str], list[str] | None, list | None]:
+    """The text (and label) columns of a CSV (.csv) or JSON lines (.jsonl, .json) table.
+
+    A CSV file has a header row naming its columns; a JSON lines file has one
+    JSON object per line (blank lines are skipped). Every row must have every
+    key asked for, and texts must be strings; a missing key or cell is an
+    error naming the file and line.
+
+    Returns:
+      (texts, N str; pairs, N str or None without text_pair_key; labels, the
+      N raw values of label_key (str in CSV, JSON values in JSONL) or None).
+    """
+    texts, pairs, labels, _ = _read_table(
+        path, table_format(path), text_key, text_pair_key, label_key
+    )
+    return texts, pairs, labels
+
+
+def _read_table(path, fmt: str, text_key, text_pair_key, label_key):
+    """read_table's columns, and each row's line number."""
+    keys = [k for k in (text_key, text_pair_key, label_key) if k is not None]
+    try:
+        rows, lines = (_csv_rows if fmt == "csv" else _jsonl_rows)(path, keys)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}).") from e
+    columns = {key: [row[i] for row in rows] for i, key in enumerate(keys)}
+    for key in keys[: 2 if text_pair_key else 1]:
+        for i, value in enumerate(columns[key]):
+            if not isinstance(value, str):
+                raise ValueError(f"{path} line {lines[i]}: {key!r} is {value!r}, not a string.")
+    pairs = columns[text_pair_key] if text_pair_key else None
+    labels = columns[label_key] if label_key else None
+    return columns[text_key], pairs, labels, lines
+
+
+def _csv_rows(path, keys: list[str]) -> tuple[list[tuple], list[int]]:
+    rows, lines = [], []
+    with _open_table(path) as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [k for k in keys if k not in columns]
+        if missing:
+            raise ValueError(f"{path} has no column {missing[0]!r}; its columns: {columns}.")
+        try:
+            for row in reader:
+                values = tuple(row[k] for k in keys)
+                if None in values:
+                    key = keys[values.index(None)]
+                    raise ValueError(
+                        f"{path} line {reader.line_num} has no {key!r} cell (fewer cells than "
+                        f"the header's {len(columns)})."
+                    )
+                rows.append(values)
+                lines.append(reader.line_num)
+        except csv.Error as e:
+            raise ValueError(f"{path} line {reader.line_num} is not valid CSV ({e}).") from e
+    return rows, lines
+
+
+def _jsonl_rows(path, keys: list[str]) -> tuple[list[tuple], list[int]]:
+    rows, lines = [], []
+    with _open_table(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = _json_row(line, path, n)
+            missing = [k for k in keys if k not in row]
+            if missing:
+                raise ValueError(
+                    f"{path} line {n} has no key {missing[0]!r}; its keys: {list(row)}."
+                )
+            rows.append(tuple(row[k] for k in keys))
+            lines.append(n)
+    return rows, lines
+
+
+def _json_row(line: str, path, n: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {n} is not JSON ({e.msg}, column {e.colno}).") from e
+    if not isinstance(row, dict):
+        raise ValueError(f"{path} line {n} is a JSON {type(row).__name__}, not an object.")
+    return row
+
+
+def _table_pools(roles: dict, cfg: dict, tokenizer):
+    """{role: (token arrays, labels, where)}, class names, "text", from CSV or JSONL tables."""
+    tokenizer = tokenizer or _config_tokenizer(cfg)
+    keys = (cfg["text_key"], cfg["text_pair_key"], cfg["label_key"])
+    pools, classes = {}, None
+    for role, path in roles.items():
+        texts, pairs, raw, lines = _read_table(path, cfg["source"], *keys)
+        _nonempty(len(texts), path)
+        row = lambda i, lines=lines: f"line {lines[i]}"  # noqa: E731
+        labels = _label_array(raw, path, row)
+        classes = classes or _infer_classes(labels, cfg["num_classes"], path)
+        ids = _class_ids(labels, classes, path, row)
+        inputs = tokenizer(texts) if pairs is None else tokenizer(texts, pairs)
+        pools[role] = (inputs, ids, path)
+    return pools, classes.names, "text"
+
+
+# npz arrays.
+
+
+def _open_npz(path) -> np.lib.npyio.NpzFile:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # np.load refuses to unpickle
+        raise ValueError(f"{path} is not an .npz archive (np.savez writes one).") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds one array (.npy), not an .npz archive of named arrays.")
+    return archive
+
+
+def npz_keys(path) -> list[str]:
+    """The names of the arrays in an .npz archive, reading none of them."""
+    with _open_npz(path) as archive:
+        return list(archive.files)
+
+
+def read_arrays(path, keys) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an .npz archive (np.load with allow_pickle=False).
+
+    Raises ValueError naming the missing keys and the keys present, or an
+    array that needs pickle (object arrays; store numbers or fixed-width strings).
+    """
+    with _open_npz(path) as archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path} has no array {', '.join(map(repr, missing))}; its arrays: {archive.files}."
+            )
+        try:
+            return {k: archive[k] for k in keys}
+        except ValueError as e:
+            raise ValueError(f"{path}: {' '.join(str(e).split())}.") from e
+
+
+def npz_kind(path, image_key: str) -> str:
+    """ "image" if the archive has the array image_key, "text" if it has "input_ids"."""
+    keys = npz_keys(path)
+    if image_key in keys or "input_ids" not in keys:
+        if image_key not in keys:
+            raise ValueError(
+                f"{path} has neither images {image_key!r} (image_key) nor token ids "
+                f"'input_ids'; its arrays: {keys}."
+            )
+        return "image"
+    return "text"
+
+
+def npz_images(images: np.ndarray, size: int, where: str) -> np.ndarray:
+    """uint8 (N, H, W[, C]), resized, or float (N, S, S, 3) in [-1, 1] -> (N, S, S, 3) float32."""
+    if images.dtype == np.uint8:
+        channels = images.shape[3] if images.ndim == 4 else 1
+        if images.ndim not in (3, 4) or channels not in (1, 3, 4):
+            raise ValueError(
+                f"{where} has shape {images.shape}; uint8 images must be (N, H, W) or "
+                f"(N, H, W, C) with C = 1, 3 or 4."
+            )
+        return _resize_images(images[..., :3] if channels == 4 else images, size)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            f"{where} has dtype {images.dtype}; images must be uint8 pixels or floats in [-1, 1]."
+        )
+    if images.shape[1:] != (size, size, 3):
+        raise ValueError(
+            f"{where}: float images are used as they are, so they must be (N, {size}, {size}, 3) "
+            f"for image_size {size}, not {images.shape}; store uint8 pixels to have them resized."
+        )
+    low, high = float(images.min()), float(images.max())
+    if not -1 <= low <= high <= 1:
+        raise ValueError(
+            f"{where}: float images hold values in [{low:g}, {high:g}]; they must be in "
+            f"[-1, 1] (x / 127.5 - 1 of uint8 pixels x), or store the uint8 pixels."
+        )
+    return images.astype(np.float32)
+
+
+def npz_tokens(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Token arrays (N, T) as int32; attention_mask defaults to ones, token_type_ids to zeros."""
+    ids = arrays["input_ids"]
+    defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    tokens = {"input_ids": ids, **{k: arrays.get(k, v) for k, v in defaults.items()}}
+    for key, value in tokens.items():
+        if value.ndim != 2 or value.shape != ids.shape or value.dtype.kind not in "iub":
+            raise ValueError(
+                f"{where}: {key!r} is {value.dtype} {value.shape}; token arrays must be integer "
+                f"(N, T), all of input_ids' shape {ids.shape}."
+            )
+    return {k: v.astype(np.int32) for k, v in tokens.items()}
+
+
+def _array_pools(roles: dict, cfg: dict, tokenizer):
+    """{role: (inputs, labels, where)}, class names, kind, from .npz archives."""
+    del tokenizer
+    image_key, label_key = cfg["image_key"], cfg["label_key"]
+    kind = npz_kind(roles["train"], image_key)
+    pools, classes = {}, None
+    for role, path in roles.items():
+        present = npz_keys(path)
+        inputs = [image_key] if kind == "image" else [k for k in TOKEN_KEYS if k in present]
+        arrays = read_arrays(path, [*(inputs or ["input_ids"]), label_key])
+        row = lambda i: f"{label_key}[{i}]"  # noqa: E731
+        labels = _label_array(arrays.pop(label_key), path, row)
+        _nonempty(len(labels), path)
+        rows = {k: len(v) for k, v in arrays.items() if len(v) != len(labels)}
+        if rows:
+            raise ValueError(f"{path}: {label_key!r} has {len(labels)} rows, but {rows}.")
+        classes = classes or _infer_classes(labels, cfg["num_classes"], path)
+        ids = _class_ids(labels, classes, path, row)
+        if kind == "image":
+            x = npz_images(arrays[image_key], cfg["image_size"], f"{path} array {image_key!r}")
+        else:
+            x = npz_tokens(arrays, path)
+        pools[role] = (x, ids, path)
+    return pools, classes.names, kind
+
+
+# TFDS datasets by name.
+
+
+def _tfds_module():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            "source 'tfds' needs tensorflow-datasets and TensorFlow: "
+            "`pip install tensorflow-datasets tensorflow-cpu`."
+        ) from e
+    _tf()  # Hide the GPUs from TF before tfds starts it.
+    return tfds
+
+
+def tfds_builder(config):
+    """tfds.builder(config.name, config.data_dir), or a ValueError for a name TFDS does not know."""
+    cfg = _read_config(config)
+    if not cfg["name"]:
+        raise ValueError(
+            f"name must name a TFDS dataset: one of TFDS_TASKS {sorted(TFDS_TASKS)}, or any "
+            f"other prepared one; got {cfg['name']!r}."
+        )
+    tfds = _tfds_module()
+    try:
+        return tfds.builder(cfg["name"], data_dir=cfg["data_dir"])
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"TFDS has no dataset {cfg['name']!r} (tfds.list_builders() lists them); the "
+            f"paper's tasks: {sorted(TFDS_TASKS)}."
+        ) from e
+
+
+def tfds_fields(features, cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """("image" or "text", the input feature names) of a TFDS dataset's features.
+
+    The kind is image when the features have `image_key`, else text, read
+    from `text_key` (and `text_pair_key`); `label_key` must be a ClassLabel
+    or integer feature. Raises ValueError naming a missing feature.
+    """
+    if cfg["image_key"] in features:
+        kind, inputs = "image", [cfg["image_key"]]
+    else:
+        kind, inputs = "text", [k for k in (cfg["text_key"], cfg["text_pair_key"]) if k]
+    missing = [k for k in (*inputs, cfg["label_key"]) if k not in features]
+    if missing:
+        raise ValueError(
+            f"TFDS dataset {cfg['name']!r} has no feature {missing[0]!r}; its features: "
+            f"{sorted(features.keys())} (set image_key, or text_key and text_pair_key, and "
+            f"label_key)."
+        )
+    label = features[cfg["label_key"]]
+    integer = np.dtype(getattr(label, "np_dtype", object)).kind in "iu"
+    if not hasattr(label, "names") and not integer:
+        raise ValueError(
+            f"TFDS feature {cfg['label_key']!r} of {cfg['name']!r} is {label}; labels must be "
+            f"a ClassLabel or integers."
+        )
+    return kind, inputs
+
+
+def _tfds_pools(roles: dict, cfg: dict, tokenizer):
+    """{role: (inputs, labels, where)}, class names, kind, from TFDS splits."""
+    builder = tfds_builder(cfg)
+    features = builder.info.features
+    kind, keys = tfds_fields(features, cfg)
+    label_key = cfg["label_key"]
+    names = getattr(features[label_key], "names", None)
+    if names is not None and cfg["num_classes"] not in (None, len(names)):
+        raise ValueError(
+            f"num_classes is {cfg['num_classes']}, but the ClassLabel {label_key!r} of "
+            f"{cfg['name']!r} has {len(names)} classes; unset num_classes."
+        )
+    if kind == "text":
+        tokenizer = tokenizer or _config_tokenizer(cfg)
+
+    def prepare(example):
+        x = example[keys[0]] if kind == "image" else tuple(example[k] for k in keys)
+        return x, example[label_key]
+
+    names = None if names is None else tuple(names)
+    task = TfdsTask(cfg["name"], kind, len(names or ()), roles, prepare, names)
+    classes = names and _Classes(names, True, f"the ClassLabel {label_key!r}")
+    pools = {}
+    for role, spec in roles.items():
+        where = f"TFDS split {spec!r} of {cfg['name']!r} (data_dir {builder.data_dir})"
+        x, labels = _read_tfds_split(builder, task, spec, cfg["image_size"], where)
+        classes = classes or _infer_classes(labels.astype(np.int64), cfg["num_classes"], where)
+        row = lambda i: f"example {i}"  # noqa: E731
+        ids = _class_ids(labels.astype(np.int64), classes, where, row)
+        pools[role] = (tokenizer(*x) if kind == "text" else x, ids, where)
+    return pools, classes.names, kind

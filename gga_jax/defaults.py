@@ -33,17 +33,34 @@ def base() -> ml_collections.ConfigDict:
     c.model.overrides = ml_collections.ConfigDict()  # e.g. {"width": 32, "depth": 2}
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "tfds"  # "tfds" or "offline" (see gga_jax.data.load)
-    c.data.name = ""
+    # "tfds", "offline", or your own data: "folder", "csv", "jsonl", "npz" (gga_jax.data.load)
+    c.data.source = "tfds"
+    c.data.name = ""  # tfds: a TFDS_TASKS name, or any TFDS dataset (read like your own data)
     c.data.final = False  # True: train on train + val (the paper's final runs)
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.data.image_size = 224
     c.data.max_len = 128
     c.data.tokenizer = ml_collections.FieldReference(None, field_type=str)  # None: the model's
-    c.data.seed = 0
+    c.data.seed = 0  # offline draws and held-out parts of your own data
     c.data.train_size = ml_collections.FieldReference(None, field_type=int)  # offline only
     c.data.val_size = 0
     c.data.test_size = ml_collections.FieldReference(None, field_type=int)
+    # Your own data (folder, csv, jsonl, npz): train's folder or file, or a mapping
+    # {"train": p, "val": p, "test": p} (val, test optional: else held out of train).
+    c.data.path = ml_collections.FieldReference(None, field_type=object)
+    # tfds names outside TFDS_TASKS: TFDS split strings per role, e.g. {"train": "train[:90%]",
+    # "val": "train[90%:]", "test": "test"}; None: "train", and "test" if the dataset has it.
+    c.data.splits = ml_collections.FieldReference(None, field_type=object)
+    c.data.image_key = "image"  # the images' npz array or TFDS feature
+    c.data.text_key = "text"  # the texts' column (csv, jsonl) or TFDS feature
+    c.data.text_pair_key = ml_collections.FieldReference(None, field_type=str)  # pairs' 2nd text
+    c.data.label_key = "label"  # the labels' column, npz array or TFDS feature
+    # Integer labels: the class count (None: train's largest label + 1).
+    c.data.num_classes = ml_collections.FieldReference(None, field_type=int)
+    # Shares of train held out (seeded by data.seed) where val / test have no path or split:
+    # val_fraction (0: no val), test_fraction (None: 0.2).
+    c.data.val_fraction = 0.0
+    c.data.test_fraction = ml_collections.FieldReference(None, field_type=float)
 
     c.adapter = ml_collections.ConfigDict()
     c.adapter.rank = 8

