@@ -115,17 +115,20 @@ def resolve(path: str) -> str:
 def load_data(config) -> dict[str, Any]:
     """data.load; text is tokenized with data.tokenizer, else the text checkpoint's own."""
     data_config = ml_collections.ConfigDict(config.data.to_dict())
-    if data_config.tokenizer:
-        data_config.tokenizer = resolve(data_config.tokenizer)
-    elif config.model.kind == "text":
-        if config.model.checkpoint in (None, "", "random"):
-            raise ValueError(
-                "A randomly initialised text model needs data.tokenizer (tokenizer.json)."
-            )
-        data_config.tokenizer = os.path.dirname(os.path.join(resolve(config.model.checkpoint), ""))
-        if data_config.tokenizer.endswith(".safetensors"):
-            data_config.tokenizer = os.path.dirname(data_config.tokenizer)
+    data_config.tokenizer = tokenizer_path(config)
     return data_lib.load(data_config)
+
+
+def tokenizer_path(config) -> str | None:
+    """The tokenizer a text run uses: data.tokenizer, else the checkpoint's own folder."""
+    if config.data.tokenizer:
+        return resolve(config.data.tokenizer)
+    if config.model.kind != "text":
+        return None
+    if config.model.checkpoint in (None, "", "random"):
+        raise ValueError("A randomly initialised text model needs data.tokenizer (tokenizer.json).")
+    folder = os.path.dirname(os.path.join(resolve(config.model.checkpoint), ""))
+    return os.path.dirname(folder) if folder.endswith(".safetensors") else folder
 
 
 # --- arms ------------------------------------------------------------------------------
@@ -510,7 +513,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     rows = [
         run_arm(config, arm, factory, params, splits, workdir, partitioner) for arm in config.arms
     ]
-    results = {"config": config.to_dict(), "arms": rows, "wall_time_s": time.perf_counter() - start}
+    results = {
+        "config": config.to_dict(),
+        "data": {"num_classes": splits["num_classes"], "label_names": list(splits["label_names"])},
+        "arms": rows,
+        "wall_time_s": time.perf_counter() - start,
+    }
     table = results_table(rows)
     print(table)
     if jax.process_index() == 0:
