@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gga_jax import checkpoints, pipeline, placement, scoring, train, validation
+from gga_jax import checkpoints, data, pipeline, placement, scoring, train, validation
 from gga_jax.models import text, vit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,6 +229,69 @@ def other_run(tmp):
     pipeline.check_workdir(smoke(**{"placement.num": 2}), os.path.join(tmp, "run"))
 
 
+# Your own data: "<tmp>" in a path stands for the case's tmp directory.
+
+
+def in_tmp(value, tmp: str):
+    if isinstance(value, dict):
+        return {k: in_tmp(v, tmp) for k, v in value.items()}
+    return value.replace("<tmp>", tmp) if isinstance(value, str) else value
+
+
+def own_case(input_, expect, source, prepare=None, **changes):
+    """pipeline.run of configs/own_data.py:source=<source>,smoke=1, which must refuse it."""
+
+    def run(tmp):
+        config = repo_config("own_data", f"source={source},smoke=1", **in_tmp(changes, tmp))
+        return pipeline.run(config, os.path.join(tmp, "run"))
+
+    return Case(input_, run, expect, prepare=prepare, refused=True)
+
+
+def load_own(**config):
+    """data.load of your own data, texts tokenized by a stand-in."""
+
+    def tokenizer(texts, pairs=None):
+        return {"input_ids": np.zeros((len(texts), 2), np.int32)}
+
+    return lambda tmp: data.load(in_tmp(config, tmp), tokenizer=tokenizer)
+
+
+def image_folder(*classes, broken=False):
+    """prepare: <tmp>/imgs/<class>/<i>.png, 4 images per class, and a file that is no PNG."""
+
+    def prepare(tmp):
+        from PIL import Image
+
+        for c, name in enumerate(classes):
+            os.makedirs(os.path.join(tmp, "imgs", name))
+            for i in range(4):
+                Image.new("RGB", (8, 8), (60 * c, i, 0)).save(f"{tmp}/imgs/{name}/{i}.png")
+        if broken:
+            with open(f"{tmp}/imgs/{classes[0]}/broken.png", "wb") as f:
+                f.write(b"not a PNG")
+
+    return prepare
+
+
+def files(contents: dict[str, str]):
+    """prepare: a file <tmp>/<name> holding each content."""
+
+    def prepare(tmp):
+        for name, content in contents.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(content)
+
+    return prepare
+
+
+def npz(**arrays):
+    return lambda tmp: np.savez(os.path.join(tmp, "a.npz"), **arrays)
+
+
+PETS = "text,label\n" + "".join(f"t{i},{'cat' if i % 2 else 'dog'}\n" for i in range(10))
+
+
 CASES = [
     config_case(
         "train.lr = -0.1", r"train.lr = -0.1: must be a positive real number", **{"train.lr": -0.1}
@@ -313,6 +376,108 @@ CASES = [
         "an image dataset for a text model",
         r"data.name = 'digits' is an image dataset, but model.kind = 'text'",
         **{"data.name": "digits"},
+    ),
+    own_case(
+        "data.path does not exist",
+        r"data.path = '<tmp>/nope': no such file or directory",
+        "folder",
+        **{"data.path": "<tmp>/nope"},
+    ),
+    own_case(
+        "an image folder with one class subfolder",
+        r"data.path = '<tmp>/imgs': image folder <tmp>/imgs has 1 class subfolder \['cat'\]; "
+        r"it needs one subfolder of images per class, at least 2",
+        "folder",
+        image_folder("cat"),
+        **{"data.path": "<tmp>/imgs"},
+    ),
+    own_case(
+        "a CSV without the data.text_key column",
+        r"data.text_key = 'text': <tmp>/t.csv has no such column; its header has "
+        r"\['sentence', 'label'\]",
+        "csv",
+        files({"t.csv": "sentence,label\na,x\n"}),
+        **{"data.path": "<tmp>/t.csv"},
+    ),
+    own_case(
+        "a JSONL file whose first row lacks data.label_key",
+        r"data.label_key = 'label': <tmp>/t.jsonl has no such column; its first row has "
+        r"\['text', 'y'\]",
+        "jsonl",
+        files({"t.jsonl": '{"text": "a", "y": 1}\n'}),
+        **{"data.path": "<tmp>/t.jsonl"},
+    ),
+    own_case(
+        "an npz without data.label_key",
+        r"data.label_key = 'label': <tmp>/a.npz has no array 'label'; its arrays: "
+        r"\['image', 'labels'\]",
+        "npz",
+        npz(image=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4)),
+        **{"data.path": "<tmp>/a.npz"},
+    ),
+    own_case(
+        "data.val_fraction and data.test_fraction hold out all of train",
+        r"data.val_fraction = 0.5, data.test_fraction = 0.5: val_fraction 0.5 and test_fraction "
+        r"0.5 hold out all of train",
+        "folder",
+        image_folder("cat", "dog"),
+        **{"data.path": "<tmp>/imgs", "data.val_fraction": 0.5, "data.test_fraction": 0.5},
+    ),
+    own_case(
+        "data.val_fraction = 1.5",
+        r"data.val_fraction = 1.5: must be a real number in \[0, 1\)",
+        "folder",
+        **{"data.path": "<tmp>", "data.val_fraction": 1.5},
+    ),
+    config_case(
+        "data.path for an offline dataset",
+        r"data config fields \['path'\] apply to 'csv', 'folder', 'jsonl', 'npz' only, not to "
+        r"source 'offline'",
+        **{"data.path": "/data/pets"},
+    ),
+    Case(
+        "an image that does not decode",
+        load_own(source="folder", path="<tmp>/imgs", image_size=4),
+        r"<tmp>/imgs/cat/broken.png cannot be read as an image \(cannot identify image file",
+        prepare=image_folder("cat", "dog", broken=True),
+    ),
+    Case(
+        "an npz label outside data.num_classes",
+        load_own(source="npz", path="<tmp>/a.npz", num_classes=5),
+        r"<tmp>/a.npz label\[2\]: label 7 is outside the 5 classes \[0, 5\) \(num_classes 5\)",
+        prepare=npz(input_ids=np.ones((4, 3), np.int32), label=np.array([0, 1, 7, 2])),
+    ),
+    Case(
+        "a table of one class only",
+        load_own(source="csv", path="<tmp>/t.csv"),
+        r"<tmp>/t.csv less the held-out test holds examples of one class only \('x'\)",
+        prepare=files({"t.csv": "text,label\n" + "a,x\n" * 10}),
+    ),
+    Case(
+        "a test label outside train's classes",
+        load_own(source="csv", path={"train": "<tmp>/train.csv", "test": "<tmp>/test.csv"}),
+        r"<tmp>/test.csv line 3: label 'emu' is outside the 2 classes \['cat', 'dog'\] \(the "
+        r"labels of <tmp>/train.csv\)",
+        prepare=files({"train.csv": PETS, "test.csv": "text,label\na,cat\nb,emu\n"}),
+    ),
+    Case(
+        "a JSONL row without data.text_key",
+        load_own(source="jsonl", path="<tmp>/t.jsonl"),
+        r"<tmp>/t.jsonl line 2 has no key 'text'; its keys: \['label'\]",
+        prepare=files({"t.jsonl": '{"text": "a", "label": 0}\n{"label": 1}\n'}),
+    ),
+    Case(
+        "an empty split: data.val_fraction of too few examples",
+        load_own(source="folder", path="<tmp>/imgs", image_size=4, val_fraction=0.05),
+        r"val held out of image folder <tmp>/imgs \(val_fraction 0.05 of 8 examples\) has no "
+        r"examples",
+        prepare=image_folder("cat", "dog"),
+    ),
+    Case(
+        "an empty test file",
+        load_own(source="csv", path={"train": "<tmp>/train.csv", "test": "<tmp>/test.csv"}),
+        r"<tmp>/test.csv has no examples",
+        prepare=files({"train.csv": PETS, "test.csv": "text,label\n"}),
     ),
     config_case(
         "model.checkpoint is a missing file",
