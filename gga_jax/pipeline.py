@@ -451,10 +451,11 @@ def arm_changes(top, arm_cfg) -> str:
 
 
 def check_workdir(config, workdir: str) -> None:
-    """Refuses a workdir that holds a run with a different config; records this one.
+    """Refuses a workdir that holds a run with a different config; writes nothing.
 
-    Call it once the config is valid (validation.check_config): config.json is
-    what a resumed run is compared against, so a refused config never writes it.
+    `record_config` writes config.json once the config is valid and the data
+    read: it is what a resumed run is compared against, so a refused run never
+    writes it.
     """
     validation.check_workdir(workdir)
     path = os.path.join(workdir, "config.json")
@@ -472,10 +473,14 @@ def check_workdir(config, workdir: str) -> None:
                 f"{workdir} holds a run with another config ({'; '.join(diff)}); resuming it "
                 f"would mix the two: use another --workdir (nothing was changed)."
             )
+
+
+def record_config(config, workdir: str) -> None:
+    """Writes workdir/config.json, the config a resumed run must match (check_workdir)."""
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(current, f, indent=1, sort_keys=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(flat_config(config), f, indent=1, sort_keys=True)
 
 
 def flat_config(config) -> dict[str, Any]:
@@ -500,14 +505,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs every arm of config.arms and writes results.json, results.md and PNGs.
 
     The whole config is checked first (validation.check_config): a refused run
-    reads no data and writes nothing. On several hosts every process runs this;
-    process 0 writes the files.
+    reads no data and writes nothing; one whose data files turn out unreadable
+    writes nothing either (config.json comes after the data). On several hosts
+    every process runs this; process 0 writes the files.
     """
     validation.check_config(config, workdir, model_factory=validation_factory(config))
     check_workdir(config, workdir)
     start = time.perf_counter()
     partitioner = sharding.Partitioner.from_config(config)
-    splits = load_data(config)
+    splits = load_data(config)  # errors in the data's contents surface here: nothing written yet
+    record_config(config, workdir)
     example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
     factory, params = backbone(config, splits["num_classes"], example, partitioner)
     rows = [

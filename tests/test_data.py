@@ -1007,3 +1007,53 @@ def test_a_run_on_any_tfds_dataset_finishes(tmp_path):
     with fake_tfds_any(examples):
         results = pipeline.run(config, str(tmp_path / "run"))
     assert [arm["arm"] for arm in results["arms"]] == ["linear_probe"]
+
+
+def test_a_killed_run_on_own_data_resumes_exactly(tmp_path):
+    import signal
+    import time
+
+    import orbax.checkpoint as ocp
+
+    pets = image_folder(tmp_path / "pets", per_class=6)
+    steps = ["--config.train.steps=40", "--config.train.checkpoint_every=4"]
+    cli_run(tmp_path / "a", "folder", pets, *steps)
+    workdir = tmp_path / "b" / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gga_jax.main",
+        "--config=configs/own_data.py:source=folder,smoke=1",
+        f"--config.data.path={pets}",
+        *steps,
+        f"--workdir={workdir}",
+    ]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = workdir / "linear_probe" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert process.poll() is None and time.time() < deadline, (
+            "the run ended before a checkpoint"
+        )
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def final(run_dir):
+        manager = ocp.CheckpointManager(
+            run_dir / "linear_probe" / "checkpoints", item_handlers=ocp.StandardCheckpointHandler()
+        )
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+        manager.close()
+        return state["trainable"]
+
+    a, b = final(tmp_path / "a" / "run"), final(workdir)
+    for name in a:
+        np.testing.assert_array_equal(np.asarray(b[name]), np.asarray(a[name]), err_msg=name)
+    row = json.loads((workdir / "results.json").read_text())["arms"][0]
+    assert row["resumed_from_step"] >= 1  # it resumed, and ended as the straight run did

@@ -173,6 +173,7 @@ def test_unknown_config_key_fails_loudly(tmp_path):
 
 def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
     pipeline.check_workdir(main_config(), str(tmp_path))
+    pipeline.record_config(main_config(), str(tmp_path))
     before = (tmp_path / "config.json").read_text()
     other = main_config()
     other.unlock()

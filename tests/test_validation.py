@@ -226,7 +226,7 @@ def a_file(tmp):
 
 
 def other_run(tmp):
-    pipeline.check_workdir(smoke(**{"placement.num": 2}), os.path.join(tmp, "run"))
+    pipeline.record_config(smoke(**{"placement.num": 2}), os.path.join(tmp, "run"))
 
 
 # Your own data: "<tmp>" in a path stands for the case's tmp directory.
@@ -435,11 +435,12 @@ CASES = [
         r"source 'offline'",
         **{"data.path": "/data/pets"},
     ),
-    Case(
+    own_case(
         "an image that does not decode",
-        load_own(source="folder", path="<tmp>/imgs", image_size=4),
         r"<tmp>/imgs/cat/broken.png cannot be read as an image \(cannot identify image file",
+        "folder",
         prepare=image_folder("cat", "dog", broken=True),
+        **{"data.path": "<tmp>/imgs"},
     ),
     Case(
         "an npz label outside data.num_classes",
