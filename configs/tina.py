@@ -27,7 +27,10 @@ experiment=budget, budget=P (trainable parameters, head included), at the same P
   gga                        GGA's 6 edges at the largest uniform rank that fits P.
 Other arguments: seed (0), cycle_steps (75); `smoke` (alone) is a tiny random
 text encoder on 64 tweets, 2-step cycles, for the tests.
-Measured results: docs/tina.md.
+Measured (cycle_steps=25, 3 seeds, test accuracy %): vit TINA 61.20 +- 0.44,
+local 60.43 +- 0.70, I_0 61.43 +- 0.25, one-shot 59.20 +- 2.25, vanilla rank 3
+64.10 +- 1.65; text TINA 66.87 +- 1.53, vanilla rank 6 68.00 +- 0.92. Budget
+runs not yet measured. Tables and commands: docs/tina.md.
 """
 
 import ml_collections
