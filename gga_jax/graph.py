@@ -121,6 +121,7 @@ def propagate(
     adapt: Callable[[Edge, Any], Any] | None = None,
     tap: Callable[[int, Any], Any] | None = None,
     pass1: Mapping[int, Any] | None = None,
+    inner_tap: Callable[[str, int, Any], Any] | None = None,
 ) -> tuple[Any, ...]:
     """The adapted forward of SPEC §1 over the nodes; returns all n node values.
 
@@ -137,6 +138,12 @@ def propagate(
         values of these same inputs; pass 1 is then not run. Pass 1 has no
         adapters, so z_i depends only on the input and can be cached across
         epochs (train.pass1_values).
+      inner_tap: inner_tap(point, k, x) may replace the value of node k at two
+        points inside its update: "pre_sequential" (after the incoming
+        parallel/long-range adapters, before the sequential one) and
+        "pre_recurrent" (after the sequential adapter, before the recurrent
+        ones). Adapted scoring (scoring.py) taps there: a new adapter adds at,
+        or reads, these points.
 
     Node k is computed as: the plain step from x_{k-1}; plus A(x_i) for every
     parallel/long-range edge (i, k) (x_i the final, adapted value of node i);
@@ -159,8 +166,10 @@ def propagate(
         x = x0 if k == 0 else steps[k - 1](nodes[k - 1])
         for e in incoming[k]:
             x = x + adapt(e, nodes[e[0]])
+        x = inner_tap("pre_sequential", k, x) if inner_tap else x
         if (k, k) in edges:
             x = x + adapt((k, k), x)
+        x = inner_tap("pre_recurrent", k, x) if inner_tap else x
         for e in recurrent[k]:
             x = x + adapt(e, z[e[0]])
         nodes.append(tap(k, x) if tap else x)

@@ -18,6 +18,18 @@ lies (`score_edges`). A micro-batch's node values and cotangents stay sharded
 over its rows: each device adds x_i^T g_j of its edges from the rows it holds,
 then passes them on round a ring of all devices, so no device ever holds the
 whole micro-batch's nodes. `scoring_memory` plans the per-device bytes of that.
+
+With `adapted=True` (SPEC §9, iterative GGA) the model's own adapters stay in
+place, trained, and G_ij is the gradient at W = 0 of a zero linear adapter
+newly added on candidate (i, j) of that adapted model. Where such an adapter
+reads and writes follows graph.propagate's order at a node: a forward edge
+(i < j) reads the final x_i and adds before node j's sequential adapter; a
+sequential edge (k, k) reads node k before its recurrent adapters add, and its
+output reaches the final x_k additively; a recurrent edge (i > j) reads the
+plain pass-1 value z_i and adds after node j's sequential adapter. So one
+forward and one backward of the adapted model (and a plain forward for z)
+still give every G_ij: `_adapted_rows` maps each edge to a row of source values
+and a row of cotangents, and the products run as in the plain case.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -157,14 +170,24 @@ def _micro_batches(tree, micro_batch: int | None):
     return jax.tree_util.tree_map(lambda x: x.reshape(size // mb, mb, *x.shape[1:]), tree), size
 
 
+def _plain(model, params):
+    """The backbone without adapters: (model with no edges, params without `adapters`)."""
+    plain = model.clone(edges=(), linear_edges=())
+    return plain, {k: v for k, v in params.items() if k != "adapters"}
+
+
+def _flat(x):
+    """(B, T, d) -> float32 (B * T, d)."""
+    return x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+
+
 def node_values_and_cotangents(model, params, inputs, labels, loss_fn=softmax_xent, scale=None):
     """One forward and one backward of the plain backbone (no adapters).
 
     Returns (xs, gs), each float32 (n, B * T, d): the node values x_k and the
     cotangents dL/dx_k of L = sum of per-example losses * scale (default 1/B).
     """
-    plain = model.clone(edges=())
-    params = {k: v for k, v in params.items() if k != "adapters"}
+    plain, params = _plain(model, params)
     scale = 1.0 / jax.tree_util.tree_leaves(labels)[0].shape[0] if scale is None else scale
 
     def apply(perturbations):
@@ -175,10 +198,159 @@ def node_values_and_cotangents(model, params, inputs, labels, loss_fn=softmax_xe
     shapes = jax.eval_shape(lambda: plain.apply({"params": params}, inputs, return_nodes=True)[1])
     zeros = {f"node_{k}": jnp.zeros(x.shape, jnp.float32) for k, x in enumerate(shapes["nodes"])}
     (_, nodes), cot = jax.value_and_grad(apply, has_aux=True)(zeros)
-    flat = lambda x: x.reshape(-1, x.shape[-1]).astype(jnp.float32)  # noqa: E731
-    xs = jnp.stack([flat(x) for x in nodes])
-    gs = jnp.stack([flat(cot[f"node_{k}"]) for k in range(len(nodes))])
+    xs = jnp.stack([_flat(x) for x in nodes])
+    gs = jnp.stack([_flat(cot[f"node_{k}"]) for k in range(len(nodes))])
     return xs, gs
+
+
+# --- Adapted scoring: new linear adapters on top of the model's own ---------------------
+
+
+class _Rows(NamedTuple):
+    """Which values and cotangents adapted scoring stacks, and which pair each edge reads.
+
+    sources: (kind, k) per row of xs; kind "final" (x_k after all of node k's
+      adapters), "pre_recurrent" (node k before its recurrent adapters add) or
+      "plain" (z_k of the backbone without adapters, no gradient).
+    cotangents: (kind, k) per row of gs; "final" (dL/dx_k) or "pre_sequential"
+      (dL/d of the value node k's sequential adapter reads).
+    pairs: (source row, cotangent row) per candidate edge, in its order.
+    """
+
+    sources: tuple[tuple[str, int], ...]
+    cotangents: tuple[tuple[str, int], ...]
+    pairs: tuple[tuple[int, int], ...]
+
+
+def _adapted_rows(own: tuple[graph.Edge, ...], edges: tuple[graph.Edge, ...]) -> _Rows:
+    """The `_Rows` of candidate `edges` on a model with adapters on the edges `own`.
+
+    A value that provably equals the final x_k (no recurrent adapter into k; a
+    node before the first adapter target, untouched by any adapter) or a
+    cotangent that equals dL/dx_k (no sequential adapter at k) uses that row, so
+    only the rows that differ are computed and stacked.
+    """
+    sequential = {i for i, j in own if i == j}
+    recurrent = {j for i, j in own if i > j}
+    first = min(j for _, j in own)
+
+    def source(i: int, j: int) -> tuple[str, int]:
+        if i == j and i in recurrent:
+            return ("pre_recurrent", i)
+        if i > j and i >= first:
+            return ("plain", i)
+        return ("final", i)
+
+    def cotangent(i: int, j: int) -> tuple[str, int]:
+        return ("pre_sequential", j) if i < j and j in sequential else ("final", j)
+
+    sources = tuple(sorted({source(*e) for e in edges}))
+    cotangents = tuple(sorted({cotangent(*e) for e in edges}))
+    pairs = tuple((sources.index(source(*e)), cotangents.index(cotangent(*e))) for e in edges)
+    return _Rows(sources, cotangents, pairs)
+
+
+def _adapted_candidates(model, candidates) -> tuple[graph.Edge, ...]:
+    """Adapted scoring's edges: `candidates`, by default all n^2 minus the model's own."""
+    own = set(model.edges)
+    if candidates is None:
+        edges = tuple(e for e in graph.candidates(model.depth) if e not in own)
+    else:
+        edges = graph.validate_edges(candidates, model.depth)
+    taken = [e for e in edges if e in own]
+    if taken:
+        raise ValueError(
+            f"Candidates {taken} already hold the model's adapters; adapted=True "
+            f"scores a new adapter on an edge without one."
+        )
+    if not edges:
+        raise ValueError(f"No candidate edge is left: the model has adapters on {len(own)} edges.")
+    return edges
+
+
+def _adapted_values_and_cotangents(model, params, inputs, labels, loss_fn, scale, rows: _Rows):
+    """One forward and one backward of the adapted model, plus a plain forward for z.
+
+    Returns (xs, gs): float32 (len(rows.sources), B * T, d) and
+    (len(rows.cotangents), B * T, d), the rows `rows` names, of L = sum of
+    per-example losses * scale. The plain nodes (only run when some row needs
+    them) also replace the model's own pass 1, so z is computed once.
+    """
+    plain = None
+    if any(kind == "plain" for kind, _ in rows.sources):
+        bare, bare_params = _plain(model, params)
+        plain = bare.apply({"params": bare_params}, inputs, return_nodes=True)[1]["nodes"]
+        plain = jax.lax.stop_gradient(plain)
+    recurrent = graph.recurrent_sources(model.edges)
+    pass1 = {i: plain[i] for i in recurrent} if plain is not None and recurrent else None
+
+    def apply(perturbations):
+        (logits, out), state = model.apply(
+            {"params": params, "perturbations": perturbations},
+            inputs,
+            return_nodes=True,
+            perturb_nodes=True,
+            pass1=pass1,
+            inner_taps=True,
+            mutable=["intermediates"],
+        )
+        loss = jnp.sum(loss_fn(logits, labels)) * scale
+        return loss, (out["nodes"], state.get("intermediates", {}))
+
+    (_, (nodes, inner)), cot = jax.value_and_grad(apply, has_aux=True)(
+        _adapted_zeros(model, params, inputs)
+    )
+    values = {
+        "final": lambda k: nodes[k],
+        "pre_recurrent": lambda k: inner[f"pre_recurrent_{k}"][0],
+        "plain": lambda k: plain[k],
+    }
+    cotangents = {"final": "node_{}", "pre_sequential": "pre_sequential_{}"}
+    xs = jnp.stack([_flat(values[kind](k)) for kind, k in rows.sources])
+    gs = jnp.stack([_flat(cot[cotangents[kind].format(k)]) for kind, k in rows.cotangents])
+    return xs, gs
+
+
+def _adapted_zeros(model, params, inputs) -> dict:
+    """Zero perturbations of the adapted forward: `node_{k}` at every node and
+    `pre_sequential_{k}` at every node with a sequential adapter (adapters.run_graph)."""
+    bare, bare_params = _plain(model, params)
+    nodes = jax.eval_shape(
+        lambda: bare.apply({"params": bare_params}, inputs, return_nodes=True)[1]["nodes"]
+    )
+    zeros = {f"node_{k}": jnp.zeros(x.shape, jnp.float32) for k, x in enumerate(nodes)}
+    for k in sorted({i for i, j in model.edges if i == j}):
+        zeros[f"pre_sequential_{k}"] = jnp.zeros(nodes[k].shape, jnp.float32)
+    return zeros
+
+
+def _values_and_cotangents(model, params, inputs, labels, loss_fn, scale, rows: _Rows | None):
+    """The plain (xs, gs) of `node_values_and_cotangents` when rows is None, else adapted."""
+    if rows is None:
+        return node_values_and_cotangents(model, params, inputs, labels, loss_fn, scale)
+    return _adapted_values_and_cotangents(model, params, inputs, labels, loss_fn, scale, rows)
+
+
+def _pairs(edges, rows: _Rows | None):
+    """(row of xs, row of gs) per edge: the edge itself when plain, else rows.pairs."""
+    return edges if rows is None else rows.pairs
+
+
+def _check_adapted(adapted) -> bool:
+    if not isinstance(adapted, bool):
+        raise ValueError(f"adapted must be True or False, got {adapted!r}.")
+    return adapted
+
+
+def _targets(model, candidates, adapted) -> tuple[tuple[graph.Edge, ...] | None, _Rows | None]:
+    """(edges, rows) to score: the plain candidates and None, or the adapted ones and rows.
+
+    adapted=True on a model without adapters is the plain scorer, exactly.
+    """
+    if not (_check_adapted(adapted) and model.edges):
+        return _canonical_candidates(model, candidates), None
+    edges = _adapted_candidates(model, candidates)
+    return edges, _adapted_rows(model.edges, edges)
 
 
 def _pair_gradients(xs, gs, edges: tuple[graph.Edge, ...] | None):
@@ -189,12 +361,12 @@ def _pair_gradients(xs, gs, edges: tuple[graph.Edge, ...] | None):
     return jnp.einsum("emd,emf->edf", xs[src], gs[dst], precision=HIGHEST)
 
 
-def _all_nodes(model, params, inputs, labels, micro_batch, loss_fn):
+def _all_nodes(model, params, inputs, labels, micro_batch, loss_fn, rows=None):
     """(xs, gs) of the whole batch, computed one micro-batch at a time."""
     (inputs, labels), size = _micro_batches((inputs, labels), micro_batch)
 
     def one(_, mb):
-        return None, node_values_and_cotangents(model, params, *mb, loss_fn, 1.0 / size)
+        return None, _values_and_cotangents(model, params, *mb, loss_fn, 1.0 / size, rows)
 
     _, (xs, gs) = jax.lax.scan(one, None, (inputs, labels))
     merge = lambda a: jnp.moveaxis(a, 0, 1).reshape(a.shape[1], -1, a.shape[-1])  # noqa: E731
@@ -211,16 +383,19 @@ def _canonical_candidates(model, candidates) -> tuple[graph.Edge, ...] | None:
     return None if set(edges) == set(graph.candidates(model.depth)) else edges
 
 
-@functools.partial(jax.jit, static_argnames=("model", "edges", "micro_batch", "loss_fn"))
-def _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn):
+@functools.partial(jax.jit, static_argnames=("model", "edges", "micro_batch", "loss_fn", "rows"))
+def _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows=None):
     (inputs, labels), size = _micro_batches((inputs, labels), micro_batch)
+    pairs = _pairs(edges, rows)
 
     def accumulate(total, mb):
-        xs, gs = node_values_and_cotangents(model, params, *mb, loss_fn, 1.0 / size)
-        return total + _pair_gradients(xs, gs, edges), None
+        xs, gs = _values_and_cotangents(model, params, *mb, loss_fn, 1.0 / size, rows)
+        return total + _pair_gradients(xs, gs, pairs), None
 
     shape = jax.eval_shape(
-        lambda mb: _pair_gradients(*node_values_and_cotangents(model, params, *mb, loss_fn), edges),
+        lambda mb: _pair_gradients(
+            *_values_and_cotangents(model, params, *mb, loss_fn, 1, rows), pairs
+        ),
         jax.tree_util.tree_map(lambda x: x[0], (inputs, labels)),
     )
     with jax.default_matmul_precision("highest"):
@@ -238,15 +413,19 @@ def edge_gradients(
     micro_batch: int | None = None,
     loss_fn: Callable = softmax_xent,
     mesh: Mesh | None = None,
+    adapted: bool = False,
 ):
     """The linear-adapter gradients G_ij of SPEC §3 for a batch.
 
     Args:
-      model: a graph model (e.g. vit.Model); its own edges are ignored.
-      params: its parameters (an `adapters` entry is ignored).
+      model: a graph model (e.g. vit.Model); its own edges are ignored unless
+        `adapted`.
+      params: its parameters (an `adapters` entry is ignored unless `adapted`).
       inputs: the model's input pytree, leading axis B (images NHWC for a ViT).
       labels: (B,) integer labels.
-      edges: None for all n^2 edges, else the edges to compute.
+      edges: None for all n^2 edges, else the edges to compute. With
+        `adapted`, None means every edge without one of the model's adapters,
+        and an edge with one is refused.
       micro_batch: examples per forward/backward; G is accumulated over the
         B / micro_batch micro-batches, exactly equal to one big batch.
       loss_fn: per-example loss(logits, labels) -> (B,); G is the gradient of its mean.
@@ -257,39 +436,68 @@ def edge_gradients(
         The node values and cotangents stay sharded over the micro-batch's
         rows; each device adds its edges' x_i^T g_j from the rows it holds and
         passes them round a ring of the mesh.size devices (mesh.size steps).
+      adapted: False scores the plain backbone (SPEC §3). True keeps the
+        model's own adapters, trained, in place, and G_ij is the gradient at
+        W = 0 of a zero linear adapter newly added on (i, j) of that adapted
+        model (SPEC §9; see the module docstring); on a model without
+        adapters it is the plain G exactly.
     Returns:
-      float32 (n, n, d, d) for edges=None, else (E, d, d) in the order of `edges`.
+      float32 (n, n, d, d) for edges=None (zero at the model's own edges when
+      `adapted`), else (E, d, d) in the order of `edges`.
       With a mesh: (E_padded, d, d) sharded over the edge axis, rows in the order
-      of `edges` (or graph.candidates for None) and E_padded - E zero rows after.
+      of `edges` (or of the default edges for None) and E_padded - E zero rows after.
     """
-    edges = None if edges is None else graph.validate_edges(edges, model.depth)
+    everything, rows = edges is None, None
+    if _check_adapted(adapted) and model.edges:
+        edges = _adapted_candidates(model, edges)
+        rows = _adapted_rows(model.edges, edges)
+    elif edges is not None:
+        edges = graph.validate_edges(edges, model.depth)
     if mesh is None:
-        return _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn)
+        g = _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows)
+        return _scatter(g, edges, graph.num_nodes(model.depth)) if everything and rows else g
     if edges == ():
         raise ValueError("edges is empty; give at least one edge (or None for all n^2 edges).")
     _check_mesh_batch(mesh, (inputs, labels), micro_batch)
     edges = graph.candidates(model.depth) if edges is None else edges
     return _sharded_edge_gradients(
-        model, params, inputs, labels, edges, micro_batch, None, loss_fn, mesh
+        model, params, inputs, labels, edges, micro_batch, None, loss_fn, mesh, rows
     )
+
+
+@functools.partial(jax.jit, static_argnames=("edges", "n"))
+def _scatter(g, edges: tuple[graph.Edge, ...], n: int):
+    """(E, d, d) gradients of `edges` into a zero (n, n, d, d) array."""
+    src, dst = np.array(edges, np.int32).T
+    return jnp.zeros((n, n, *g.shape[1:]), g.dtype).at[src, dst].set(g)
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("model", "edges", "how", "eta", "method", "micro_batch", "chunk", "loss_fn"),
+    static_argnames=(
+        "model",
+        "edges",
+        "how",
+        "eta",
+        "method",
+        "micro_batch",
+        "chunk",
+        "loss_fn",
+        "rows",
+    ),
 )
 def _score_edges(
-    model, params, inputs, labels, edges, how, eta, method, micro_batch, chunk, loss_fn
+    model, params, inputs, labels, edges, how, eta, method, micro_batch, chunk, loss_fn, rows
 ):
     n = graph.num_nodes(model.depth)
     if chunk is None:
-        g = _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn)
+        g = _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows)
         scores = aggregate(g.reshape(-1, *g.shape[-2:]), how, eta, method)
     else:
         with jax.default_matmul_precision("highest"):
-            xs, gs = _all_nodes(model, params, inputs, labels, micro_batch, loss_fn)
+            xs, gs = _all_nodes(model, params, inputs, labels, micro_batch, loss_fn, rows)
         edges = edges or graph.candidates(model.depth)
-        scores = _chunked_scores(xs, gs, edges, how, eta, method, chunk)
+        scores = _chunked_scores(xs, gs, _pairs(edges, rows), how, eta, method, chunk)
     src, dst = zip(*(edges or graph.candidates(model.depth)))
     matrix = jnp.full((n, n), -jnp.inf, jnp.float32)
     return matrix.at[np.array(src), np.array(dst)].set(scores.astype(jnp.float32))
@@ -324,18 +532,23 @@ def score_edges(
     loss_fn: Callable = softmax_xent,
     srank_method: str = "auto",
     mesh: Mesh | None = None,
+    adapted: bool = False,
 ):
     """Scores every candidate edge from one forward and one backward per micro-batch.
 
     Args:
-      model, params, inputs, labels, micro_batch, loss_fn: as `edge_gradients`.
-      candidates: edges to score (default all n^2); others get -inf.
+      model, params, inputs, labels, micro_batch, loss_fn, adapted: as
+        `edge_gradients` (adapted=True scores new adapters on top of the
+        model's trained ones).
+      candidates: edges to score (default all n^2; with `adapted`, all n^2
+        minus the model's own edges, which may not be candidates); others get -inf.
       aggregation: one of AGGREGATIONS (SPEC §3), srank by default.
       eta: srank threshold in (0, 1).
       chunk: None holds all candidate G_ij at once (E * d^2 floats, accumulated
         over micro-batches). An int first keeps the node values and cotangents of
-        the whole batch (2 n B T d floats) and then reduces `chunk` edges at a
-        time to scores, so G memory is chunk * d^2, independent of n^2.
+        the whole batch (2 n B T d floats; with `adapted`, up to 5 n: the rows
+        of `_adapted_rows`) and then reduces `chunk` edges at a time to
+        scores, so G memory is chunk * d^2, independent of n^2.
         With a mesh, G is always accumulated (sharded) and `chunk` bounds the
         edges whose x_i, g_j a device copies out of the rows it holds at once
         (2 chunk M T d / mesh.size floats, M the micro-batch); None means
@@ -350,14 +563,14 @@ def score_edges(
       float32 (n, n) scores, -inf at non-candidates.
     """
     eta, method = _check_score_args(aggregation, eta, chunk, srank_method)
-    edges = _canonical_candidates(model, candidates)
+    edges, rows = _targets(model, candidates, adapted)
     # srank turns NaN gradients into rank 0, so bad inputs must be caught before.
     models.check_batch(model, inputs, labels, "score_edges", values=True)
     if mesh is not None:
         _check_mesh_batch(mesh, (inputs, labels), micro_batch)
         edges = edges or graph.candidates(model.depth)
         g = _sharded_edge_gradients(
-            model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh
+            model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows
         )
         n = graph.num_nodes(model.depth)
         scores = _sharded_scores(g, edges, n, aggregation, eta, method, mesh)
@@ -374,6 +587,7 @@ def score_edges(
             micro_batch,
             chunk,
             loss_fn,
+            rows,
         )
     _warn_if_constant(scores)
     return scores
@@ -484,10 +698,10 @@ def _add_block_ring(total, pairs, weights, xs, gs, chunk: int | None, axes: tupl
 
 
 @functools.partial(
-    jax.jit, static_argnames=("model", "edges", "micro_batch", "chunk", "loss_fn", "mesh")
+    jax.jit, static_argnames=("model", "edges", "micro_batch", "chunk", "loss_fn", "mesh", "rows")
 )
 def _sharded_edge_gradients(
-    model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh
+    model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows=None
 ):
     """(E_padded, d, d) G of `edges`, accumulated over micro-batches sharded over the edges."""
     (inputs, labels), size = _micro_batches((inputs, labels), micro_batch)
@@ -496,7 +710,7 @@ def _sharded_edge_gradients(
     def shard(tree, spec):
         return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
-    pairs, weights = _padded_edges(edges, mesh.size)
+    pairs, weights = _padded_edges(_pairs(edges, rows), mesh.size)
     add = jax.shard_map(
         functools.partial(_add_block_ring, chunk=chunk, axes=axes),
         mesh=mesh,
@@ -505,7 +719,8 @@ def _sharded_edge_gradients(
     )
 
     def accumulate(total, mb):
-        xs, gs = node_values_and_cotangents(model, params, *shard(mb, P(axes)), loss_fn, 1 / size)
+        mb = shard(mb, P(axes))
+        xs, gs = _values_and_cotangents(model, params, *mb, loss_fn, 1 / size, rows)
         # Rows are (example, token) flattened example-major, so splitting them over the
         # devices as the examples are split leaves each device's rows where they were made.
         return add(total, pairs, weights, *shard((xs, gs), P(None, axes))), None
@@ -570,6 +785,7 @@ def scoring_memory(
     aggregation: str = "srank",
     eta: float = 0.01,
     loss_fn: Callable = softmax_xent,
+    adapted: bool = False,
 ) -> dict[str, int | None]:
     """Per-device bytes of `score_edges(..., mesh=mesh)`, from its compiled jits.
 
@@ -582,7 +798,8 @@ def scoring_memory(
       g_block: the device's block of G, E_padded / mesh.size * d * d * 4.
       nodes_local: the rows of a micro-batch's node values and cotangents that
         a device holds while they go round the ring: its own share and the
-        incoming one, 2 * 2 n (micro_batch T / mesh.size) d * 4.
+        incoming one, 2 * 2 n (micro_batch T / mesh.size) d * 4 (with
+        `adapted`, the stacked rows of `_adapted_rows` instead of 2 n).
       gradients_{args,output,temp}, scores_{args,output,temp}: memory_analysis()
         of the two compiled jits (None where the backend reports none).
       peak: the larger live set of the two jits: gradients args + output + temp
@@ -593,17 +810,18 @@ def scoring_memory(
     """
     eta, method = _check_score_args(aggregation, eta, chunk, srank_method)
     _check_mesh_batch(mesh, (inputs, labels), micro_batch)
-    edges = _canonical_candidates(model, candidates) or graph.candidates(model.depth)
+    edges, rows = _targets(model, candidates, adapted)
+    edges = edges or graph.candidates(model.depth)
     edge_axis = NamedSharding(mesh, _edge_spec(mesh))
     params = _abstract(params, NamedSharding(mesh, P()))
     inputs, labels = _abstract((inputs, labels), edge_axis)
     gradients = _sharded_edge_gradients.lower(
-        model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh
+        model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows
     )
     g = jax.ShapeDtypeStruct(gradients.out_info.shape, jnp.float32, sharding=edge_axis)
     n = graph.num_nodes(model.depth)
     scores = _sharded_scores.lower(g, edges, n, aggregation, eta, method, mesh)
-    nodes = _nodes_bytes(model, params, (inputs, labels), micro_batch, loss_fn)
+    nodes = _nodes_bytes(model, params, (inputs, labels), micro_batch, loss_fn, rows)
     out = {
         "g_block": math.prod(g.shape) // mesh.size * 4,
         "nodes_local": 2 * nodes // mesh.size,  # the device's share and the incoming one
@@ -613,12 +831,12 @@ def scoring_memory(
     return {**out, "peak": _peak(out)}
 
 
-def _nodes_bytes(model, params, batch, micro_batch, loss_fn) -> int:
-    """Bytes of one micro-batch's node values and cotangents, 2 n M T d * 4."""
+def _nodes_bytes(model, params, batch, micro_batch, loss_fn, rows=None) -> int:
+    """Bytes of one micro-batch's node values and cotangents, 2 n M T d * 4 when plain."""
     _, mb = _batch_sizes(batch, micro_batch)
     one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((mb, *x.shape[1:]), x.dtype), batch)
     nodes = jax.eval_shape(
-        lambda p, mb: node_values_and_cotangents(model, p, *mb, loss_fn), params, one
+        lambda p, mb: _values_and_cotangents(model, p, *mb, loss_fn, 1, rows), params, one
     )
     return sum(math.prod(x.shape) * 4 for x in nodes)
 

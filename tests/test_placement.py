@@ -11,11 +11,26 @@ from gga_jax import graph, placement
 INF = math.inf
 
 
-def reference_gga(scores, num, gamma):
-    """SPEC §4 Algorithm 1 as a plain-Python loop over lists of lists."""
+def damp(s, edge, gamma):
+    """Multiplies every finite score by 1 - gamma^(distance to edge), in place."""
+    k, m = edge
+    for i in range(len(s)):
+        for j in range(len(s)):
+            if s[i][j] != -INF:
+                s[i][j] *= 1 - gamma ** (abs(i - k) + abs(j - m))
+
+
+def reference_gga(scores, num, gamma, before=()):
+    """SPEC §4 Algorithm 1 as a plain-Python loop over lists of lists.
+
+    The edges `before` were picked already: damped around first, never picked again.
+    """
     n = len(scores)
     s = [[float(x) for x in row] for row in scores]
     available = [[x != -INF for x in row] for row in s]
+    for edge in before:
+        available[edge[0]][edge[1]] = False
+        damp(s, edge, gamma)
     picked = []
     for _ in range(num):
         best = None
@@ -23,13 +38,9 @@ def reference_gga(scores, num, gamma):
             for j in range(n):
                 if available[i][j] and (best is None or s[i][j] > s[best[0]][best[1]]):
                     best = (i, j)
-        k, m = best
         picked.append(best)
-        available[k][m] = False
-        for i in range(n):
-            for j in range(n):
-                if s[i][j] != -INF:
-                    s[i][j] *= 1 - gamma ** (abs(i - k) + abs(j - m))
+        available[best[0]][best[1]] = False
+        damp(s, best, gamma)
     return picked
 
 
@@ -128,6 +139,163 @@ def test_gga_does_not_modify_scores():
 
 
 # top-k
+
+
+# GGA after earlier picks, iterative GGA (SPEC §9)
+
+
+def random_picked(rng, s):
+    """A few distinct edges of s, candidates or not, in random order."""
+    n = len(s)
+    count = int(rng.integers(0, min(n * n, 4) + 1))
+    flat = rng.choice(n * n, size=count, replace=False)
+    return [(int(f // n), int(f % n)) for f in flat]
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_gga_after_picked_edges_matches_plain_python_reference(integer):
+    rng = np.random.default_rng(2 if integer else 3)
+    checked = 0
+    for _ in range(150):
+        n = int(rng.integers(1, 8))
+        s = random_scores(rng, n, integer)
+        picked = random_picked(rng, s)
+        left = int(np.isfinite(s).sum()) - sum(bool(np.isfinite(s[e])) for e in picked)
+        if left < 1:
+            continue
+        num = int(rng.integers(1, left + 1))
+        gamma = float(rng.choice([0.0, 0.3, 0.6, 0.95]))
+        if tie_breaking_only(s, num + len(picked)):
+            continue
+        got = placement.gga(s, num, gamma, picked=picked)
+        assert got == reference_gga(s.tolist(), num, gamma, picked), (s, num, gamma, picked)
+        assert not set(got) & set(picked)
+        checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_gga_split_in_two_is_gga_whole(integer):
+    rng = np.random.default_rng(4 if integer else 5)
+    for _ in range(100):
+        n = int(rng.integers(2, 8))
+        s = random_scores(rng, n, integer)
+        total = int(np.isfinite(s).sum())
+        if total < 2:
+            continue
+        whole = int(rng.integers(2, total + 1))
+        first = int(rng.integers(1, whole))
+        gamma = float(rng.choice([0.0, 0.3, 0.6, 0.95]))
+        if tie_breaking_only(s, first):  # gga(s, first) alone is refused
+            continue
+        head = placement.gga(s, first, gamma)
+        tail = placement.gga(s, whole - first, gamma, picked=head)
+        assert head + tail == placement.gga(s, whole, gamma), (s, whole, first, gamma)
+
+
+def test_gga_picked_non_candidate_only_damps():
+    # (0, 1) is no candidate: it is damped around (gamma = 0.5), so (1, 1), at distance 1
+    # (factor 1/2, 5 -> 2.5), loses to (1, 0) at distance 2 (factor 3/4, 4 -> 3).
+    s = np.array([[-INF, -INF], [4.0, 5.0]])
+    assert placement.gga(s, 1, 0.5) == [(1, 1)]
+    assert placement.gga(s, 1, 0.5, picked=[(0, 1)]) == [(1, 0)]
+    assert placement.gga(s, 2, 0.5, picked=np.array([[0, 1]])) == [(1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize(
+    "picked, message",
+    [
+        ([(0, 0), (0, 0)], r"lists an edge more than once"),
+        ([(0, 2)], r"\(0, 2\) is not a pair of node indices in \[0, 2\)"),
+        ([(0, 1.0)], r"\(0, 1.0\) is not a pair"),
+        ([(0,)], r"\(0,\) is not a pair"),
+        ("ab", r"must be a sequence of \(i, j\) edges"),
+    ],
+)
+def test_gga_bad_picked_raises(picked, message):
+    with pytest.raises(ValueError, match=message):
+        placement.gga(np.ones((2, 2)), 1, picked=picked)
+
+
+def test_gga_num_counts_only_the_candidates_left():
+    s = np.arange(4.0).reshape(2, 2)
+    with pytest.raises(ValueError, match=r"\[1, 2\] \(there are 2 candidates"):
+        placement.gga(s, 3, picked=[(0, 0), (1, 1)])
+    assert placement.gga(s, 2, picked=[(0, 0), (1, 1)]) == [(1, 0), (0, 1)]
+
+
+class Recorder:
+    """score(placed) from a script of matrices, -inf at placed edges; records every call."""
+
+    def __init__(self, matrices):
+        self.matrices, self.scored, self.trained = list(matrices), [], []
+
+    def score(self, placed):
+        self.scored.append(list(placed))
+        s = np.array(self.matrices[len(self.scored) - 1], float)
+        for edge in placed:
+            s[edge] = -INF
+        return s
+
+    def train(self, placed):
+        self.trained.append(list(placed))
+
+
+@pytest.mark.parametrize("num, k", [(1, 1), (5, 1), (5, 2), (6, 3), (7, 4), (4, 9), (25, 6)])
+def test_iterative_without_rescoring_is_gga(num, k):
+    s = np.random.default_rng(num * 10 + k).normal(size=(5, 5))
+    script = Recorder([s])
+    got = placement.iterative_gga(script.score, script.train, num, k, 0.6, rescore=False)
+    assert got == placement.gga(s, num, 0.6)
+    assert script.scored == [[]] and script.trained == []
+
+
+@pytest.mark.parametrize("num, k", [(1, 1), (5, 1), (5, 2), (6, 3), (7, 7), (12, 5)])
+def test_iterative_follows_the_rescored_matrices(num, k):
+    rng = np.random.default_rng(num + 100 * k)
+    matrices = [rng.normal(size=(5, 5)) for _ in range(num)]
+    matrices[0][2, 3] = -INF  # not a candidate in the first round
+    script = Recorder(matrices)
+    got = placement.iterative_gga(script.score, script.train, num, k, gamma=0.5)
+    # The same rule as a plain loop: each round damps around every earlier pick.
+    want, round_ = [], 0
+    while len(want) < num:
+        s = np.array(matrices[round_], float)
+        for edge in want:
+            s[edge] = -INF
+        want += reference_gga(s.tolist(), min(k, num - len(want)), 0.5, want)
+        round_ += 1
+    assert got == want and len(set(got)) == num
+    rounds = -(-num // k)
+    assert len(script.trained) == rounds - 1 and len(script.scored) == rounds
+    assert script.trained == script.scored[1:]
+    assert [len(p) for p in script.trained] == [k * r for r in range(1, rounds)]
+
+
+def test_iterative_with_k_at_least_num_is_one_gga_round():
+    s = np.random.default_rng(7).normal(size=(5, 5))
+    script = Recorder([s])
+    assert placement.iterative_gga(script.score, script.train, 4, 4) == placement.gga(s, 4)
+    assert script.trained == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num=0, k=1), "num must be a positive integer, got 0"),
+        (dict(num=2.0, k=1), "num must be a positive integer, got 2.0"),
+        (dict(num=2, k=0), "k must be a positive integer, got 0"),
+        (dict(num=2, k=True), "k must be a positive integer, got True"),
+        (dict(num=2, k=1, rescore=1), "rescore must be True or False, got 1"),
+        (dict(num=2, k=1, gamma=1.0), "gamma must be a real number in"),
+        (dict(num=5, k=2), r"\[1, 4\] \(there are 4 candidates"),
+    ],
+)
+def test_iterative_bad_arguments_raise(kwargs, message):
+    script = Recorder([np.ones((2, 2)) + np.eye(2)] * 3)
+    with pytest.raises(ValueError, match=message):
+        placement.iterative_gga(script.score, script.train, **kwargs)
+    assert script.trained == []
 
 
 def test_top_k_orders_by_score_then_edge():

@@ -249,6 +249,7 @@ class _Model(nn.Module):
     pool_type: str = "cls"
     head_zeroinit: bool = True
     edges: tuple[graph.Edge, ...] = ()
+    linear_edges: tuple[graph.Edge, ...] = ()  # among edges: a zero d x d Linear adapter
     adapter_kind: str = "bottleneck"
     adapter_rank: tuple[int, ...] = ()
     adapter_activation: str = "gelu"
@@ -301,7 +302,13 @@ class _Model(nn.Module):
 
     @nn.compact
     def __call__(
-        self, inputs, *, return_nodes: bool = False, perturb_nodes: bool = False, pass1=None
+        self,
+        inputs,
+        *,
+        return_nodes: bool = False,
+        perturb_nodes: bool = False,
+        pass1=None,
+        inner_taps: bool = False,
     ):
         """Logits (B, num_classes) for a token batch; with return_nodes, (logits, out).
 
@@ -311,7 +318,8 @@ class _Model(nn.Module):
         n = 2L + 1 node values, each float32 (B, T, width); out["pre_logits"]
         the pooled (B, width) representation. perturb_nodes adds a zero variable
         `node_{k}` of collection "perturbations" at every node, whose gradient is
-        the cotangent dL/dx_k (used by scoring).
+        the cotangent dL/dx_k (used by scoring). pass1 and inner_taps are as for
+        the ViT (vit._Model.__call__).
         """
         ids, keep, types = _unpack(inputs)
         self._check(ids.shape[1])
@@ -333,7 +341,7 @@ class _Model(nn.Module):
         )
         x0 = embeddings(ids, position_ids(ids, self.kind, self.pad_token_id), types)
         steps = [lambda x, k=k: encoder.step(k, x, keep) for k in range(1, 2 * self.depth + 1)]
-        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps)
         # Post-LN: the last node is already normalised, there is no final norm.
         pre_logits = self._pool(nodes[-1], keep)
         return models.classify(self, pre_logits, nodes, return_nodes)
@@ -348,7 +356,9 @@ def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -
     depth=2` for a tiny test model). `pool_type` is "cls" (token 0), "mean"
     (attention-mask-weighted mean of the last node) or "pooler" (BERT's
     tanh(Dense(token 0))). `edges` is validated and canonicalised;
-    `adapter_rank` is an int, a per-edge sequence or an {edge: rank} map.
+    `adapter_rank` is an int, a per-edge sequence or an {edge: rank} map;
+    `linear_edges`, a subset of `edges`, get a zero d x d linear adapter
+    instead (adapters.EdgeAdapters).
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"Unknown text variant {variant!r}; valid: {tuple(VARIANTS)}.")
@@ -360,7 +370,8 @@ def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -
     edges = graph.validate_edges(config.pop("edges", ()), config.get("depth", 12))
     rank = config.pop("adapter_rank", 8)
     ranks = adapters_lib.resolve_ranks(edges, rank) if edges else ()
-    return _Model(num_classes, edges=edges, adapter_rank=ranks, **config)
+    linear = adapters_lib.check_linear_edges(edges, config.pop("linear_edges", ()))
+    return _Model(num_classes, edges=edges, linear_edges=linear, adapter_rank=ranks, **config)
 
 
 def config_from_hf(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:

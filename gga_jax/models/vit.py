@@ -193,6 +193,7 @@ class _Model(nn.Module):
     pool_type: str = "tok"  # "tok" (cls token), "gap" (token mean), "map" (MAPHead_0, no cls)
     head_zeroinit: bool = True
     edges: tuple[graph.Edge, ...] = ()
+    linear_edges: tuple[graph.Edge, ...] = ()  # among edges: a zero d x d Linear adapter
     adapter_kind: str = "bottleneck"
     adapter_rank: tuple[int, ...] = ()
     adapter_activation: str = "gelu"
@@ -298,7 +299,13 @@ class _Model(nn.Module):
 
     @nn.compact
     def __call__(
-        self, image, *, return_nodes: bool = False, perturb_nodes: bool = False, pass1=None
+        self,
+        image,
+        *,
+        return_nodes: bool = False,
+        perturb_nodes: bool = False,
+        pass1=None,
+        inner_taps: bool = False,
     ):
         """Logits (B, num_classes) for NHWC images; with return_nodes, (logits, out).
 
@@ -307,7 +314,8 @@ class _Model(nn.Module):
         variable `node_{k}` of collection "perturbations" at every node, whose
         gradient is the cotangent dL/dx_k (used by scoring). pass1, {i: (B, T, d)}
         plain node values of these images at the recurrent sources, skips the
-        first pass of the two-pass forward.
+        first pass of the two-pass forward. inner_taps adds adapted scoring's
+        taps inside the nodes' updates (adapters.run_graph).
         """
         encoder = Encoder(
             self.depth,
@@ -318,7 +326,8 @@ class _Model(nn.Module):
             name="Transformer",
         )
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
-        nodes = adapters_lib.run_graph(self, self._embed(image), steps, perturb_nodes, pass1)
+        x0 = self._embed(image)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps)
         pre_logits = self._pool(encoder.norm(nodes[-1]))
         return models.classify(self, pre_logits, nodes, return_nodes)
 
@@ -328,7 +337,8 @@ def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -
 
     Keyword arguments override the variant (e.g. `width=32, depth=3` for a tiny
     test model). `edges` is validated and canonicalised; `adapter_rank` is an
-    int, a per-edge sequence or an {edge: rank} map.
+    int, a per-edge sequence or an {edge: rank} map; `linear_edges`, a subset
+    of `edges`, get a zero d x d linear adapter instead (adapters.EdgeAdapters).
     """
     config = {**(decode_variant(variant) if variant else {}), **kw}
     if isinstance(config.get("patch_size"), int):
@@ -337,7 +347,8 @@ def Model(num_classes: int | None = None, *, variant: str | None = None, **kw) -
     edges = graph.validate_edges(config.pop("edges", ()), config.get("depth", 12))
     rank = config.pop("adapter_rank", 8)
     ranks = adapters_lib.resolve_ranks(edges, rank) if edges else ()
-    return _Model(num_classes, edges=edges, adapter_rank=ranks, **config)
+    linear = adapters_lib.check_linear_edges(edges, config.pop("linear_edges", ()))
+    return _Model(num_classes, edges=edges, linear_edges=linear, adapter_rank=ranks, **config)
 
 
 # The ViT that scripts/pretrain_small_vit.py trains on Fashion-MNIST (gga_jax/assets/).
