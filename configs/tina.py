@@ -36,7 +36,6 @@ runs not yet measured. Tables and commands: docs/tina.md.
 import ml_collections
 
 from gga_jax import defaults
-from gga_jax.models import vit
 
 COMPARE = (
     "tina:all_parallel",
@@ -46,7 +45,6 @@ COMPARE = (
     "all_parallel",
 )
 BUDGET = ("tina:gga", "tina:all_parallel", "all_parallel", "gga")
-SMALL_VIT = {"width": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768, "patch_size": 4}
 WIDTH = {"vit": 192, "text": 384}
 
 
@@ -62,13 +60,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "cycle_steps": "75",
         },
     )
-    if a["backbone"] not in WIDTH:
-        raise ValueError(f"Unknown backbone {a['backbone']!r}; valid: {tuple(WIDTH)}.")
     if a["experiment"] not in ("compare", "budget"):
         raise ValueError(f"Unknown experiment {a['experiment']!r}; valid: 'compare', 'budget'.")
     c = defaults.base()
     c.seed = int(a["seed"])
-    _backbone(c, a["backbone"])
+    defaults.offline_backbone(c, a["backbone"])
     c.tina.sigma0, c.tina.sigma_target, c.tina.rho = 8.0, 64.0, 0.5
     c.tina.cycle_steps = int(a["cycle_steps"])
     cycles = 4  # tina.num_cycles(8, 64, 0.5)
@@ -94,37 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-def _backbone(c, backbone: str) -> None:
-    c.data.source = "offline"
-    c.data.train_size = 2000
-    c.data.test_size = 1000
-    if backbone == "vit":
-        c.model.kind, c.model.variant, c.model.pool_type = "vit", "", "tok"
-        c.model.checkpoint = str(vit.SMALL_FMNIST)
-        c.model.overrides = SMALL_VIT
-        c.data.name, c.data.image_size = "mnist", 28
-        c.train.optimizer, c.train.lr, c.train.batch_size = "sgd", 0.01, 64
-        c.train.schedule, c.train.warmup_steps = "cosine", -1
-    else:
-        c.model.kind, c.model.variant, c.model.pool_type = "text", "minilm-l6", "mean"
-        c.model.checkpoint = "minilm"
-        c.data.name, c.data.max_len = "tweets", 48
-        c.train.optimizer, c.train.lr, c.train.batch_size = "adamw", 1e-3, 32
-        c.train.weight_decay, c.train.schedule, c.train.warmup_steps = 0.1, "polynomial", -1
-    c.train.warmup_fraction = 0.06
-    c.train.eval_batch_size = 250
-    c.train.log_every = 5
-    c.train.checkpoint_every = 25
-
-
 def _smoke(c) -> None:
-    c.model.checkpoint = "random"
-    c.data.tokenizer = "minilm"
-    c.model.overrides = {"width": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64}
-    c.data.train_size, c.data.test_size, c.data.max_len = 64, 32, 16
+    defaults.smoke_model(c)
     c.overrides["all_parallel"] = {"adapter": {"rank": 1}}
-    c.placement.num = 3
-    c.scoring.num_examples, c.scoring.micro_batch, c.scoring.head_steps = 16, 8, 2
     c.tina.cycle_steps = 2
-    c.train.steps, c.train.batch_size, c.train.eval_batch_size = 8, 8, 16
-    c.train.log_every, c.train.checkpoint_every = 1, 1
+    c.train.steps = 8

@@ -51,29 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     images = sorted(name for name, task in data.TFDS_TASKS.items() if task.kind == "image")
     if a["task"] not in images:
         raise ValueError(f"Unknown image task {a['task']!r}; valid: {images}.")
-    c = defaults.base()
+    c = defaults.vit_g14(a["task"], int(a["rank"]), int(a["num"]), int(a["steps"]))
     c.arms = (a["policy"],)
-    c.model.kind = "vit"
-    c.model.variant = "g/14"
-    c.model.pool_type = "map"  # big_vision's ViT-g/14 pools with a MAP head
-    c.data.source = "tfds"
-    c.data.name = a["task"]
-    c.data.image_size = 224
-    c.adapter.rank = int(a["rank"])
-    c.placement.num = int(a["num"])
-    c.placement.gamma = 0.8  # Appendix A.6: 0.8 beat 0.6 on val at rank 32 for 6561 edges
-    c.scoring.num_examples = 512
-    c.scoring.micro_batch = 64
-    c.scoring.chunk = 8  # see the memory note above
-    # Pure FSDP (ZeRO-3) over every device: parameters split, batch split, any device count.
-    c.mesh = (("fsdp", -1),)
-    c.train.steps = int(a["steps"])
-    c.train.batch_size = 128
-    c.train.optimizer = "sgd"
     c.train.lr = float(a["lr"])
-    c.train.schedule = "cosine"
-    c.train.warmup_steps = 500
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 50
     c.lock()
     return c

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gga_jax import graph
@@ -99,6 +100,9 @@ class EdgeAdapters(nn.Module):
       kind: "bottleneck" (SPEC §2) or "linear" (d x d, used for scoring).
       ranks: per-edge hidden size of bottleneck adapters, aligned with `edges`.
       activation, layer_norm: bottleneck settings of SPEC §2.
+      linear_edges: edges among `edges` whose adapter is a zero d x d Linear
+        whatever `kind` says (the reference of adapted scoring: a linear
+        adapter on top of trained bottlenecks).
     """
 
     edges: tuple[graph.Edge, ...]
@@ -107,6 +111,7 @@ class EdgeAdapters(nn.Module):
     activation: str = "gelu"
     layer_norm: bool = True
     dtype: Any = jnp.float32
+    linear_edges: tuple[graph.Edge, ...] = ()
 
     def setup(self):
         if self.kind not in KINDS:
@@ -115,27 +120,72 @@ class EdgeAdapters(nn.Module):
             raise ValueError(
                 f"Unknown adapter activation {self.activation!r}; valid: {tuple(ACTIVATIONS)}."
             )
-        if self.kind == "linear":
-            make = lambda r: Linear(dtype=self.dtype)  # noqa: E731
-        else:
-            make = lambda r: Bottleneck(r, self.activation, self.layer_norm, self.dtype)  # noqa: E731
+        check_linear_edges(self.edges, self.linear_edges)
         ranks = self.ranks or (0,) * len(self.edges)
         # A dict attribute names its children "edge_" + key, i.e. edge_{i}_{j}.
-        self.edge = {_key(e): make(r) for e, r in zip(self.edges, ranks)}
+        self.edge = {_key(e): self._make(e, r) for e, r in zip(self.edges, ranks)}
+
+    def _make(self, edge: graph.Edge, rank: int) -> nn.Module:
+        if self.kind == "linear" or edge in self.linear_edges:
+            return Linear(dtype=self.dtype)
+        return Bottleneck(rank, self.activation, self.layer_norm, self.dtype)
 
     def __call__(self, edge: graph.Edge, x):
         """Applies the adapter of `edge` to the node value x of shape (..., d)."""
         return self.edge[_key(edge)](x)
 
 
-def run_graph(model, x0, steps, perturb_nodes: bool = False, pass1=None) -> tuple:
+def init_adapters(model, rng, width: int) -> dict[str, Any]:
+    """Fresh parameters of `model`'s adapters, {"edge_i_j": ...}, without the backbone.
+
+    model.init would trace and compile the whole forward again for every edge
+    list (seconds on a CPU, for each run of a sweep), while an adapter's
+    parameters depend only on its kind, rank and the width d. So each adapter is
+    initialised alone on a (1, d) input, the k-th edge's from fold_in(rng, k).
+    """
+    edges = graph.validate_edges(model.edges, model.depth)
+    if not edges:
+        return {}
+    module = EdgeAdapters(
+        edges,
+        model.adapter_kind,
+        resolve_ranks(edges, model.adapter_rank or 8),
+        model.adapter_activation,
+        model.adapter_layer_norm,
+        model.dtype,
+        model.linear_edges,
+    )
+    x = jnp.zeros((1, width), jnp.float32)
+    out = {}
+    for index, edge in enumerate(edges):
+        out.update(module.init(jax.random.fold_in(rng, index), edge, x)["params"])
+    return out
+
+
+def check_linear_edges(edges: tuple[graph.Edge, ...], linear_edges) -> tuple[graph.Edge, ...]:
+    """The edges of `edges` listed in `linear_edges`, in the order of `edges`.
+
+    Raises ValueError naming any entry of `linear_edges` that is not an edge.
+    """
+    linear = [tuple(e) for e in linear_edges]
+    extra = [e for e in linear if e not in edges]
+    if extra:
+        raise ValueError(f"linear_edges {extra} are not among the edges {edges}.")
+    return tuple(e for e in edges if e in linear)
+
+
+def run_graph(
+    model, x0, steps, perturb_nodes: bool = False, pass1=None, inner_taps: bool = False
+) -> tuple:
     """graph.propagate with `model`'s adapters; call it inside the model's compact __call__.
 
-    `model` carries the shared fields (edges, depth, adapter_kind, adapter_rank,
-    adapter_activation, adapter_layer_norm, dtype); the adapters become its
-    submodule `adapters`. With perturb_nodes, every node k gets a zero variable
-    `node_{k}` of collection "perturbations", whose gradient is dL/dx_k (scoring).
-    pass1 ({i: z_i}) replaces the gradient-free first pass (graph.propagate).
+    `model` carries the shared fields (edges, linear_edges, depth, adapter_kind,
+    adapter_rank, adapter_activation, adapter_layer_norm, dtype); the adapters
+    become its submodule `adapters`. With perturb_nodes, every node k gets a
+    zero variable `node_{k}` of collection "perturbations", whose gradient is
+    dL/dx_k (scoring). pass1 ({i: z_i}) replaces the gradient-free first pass
+    (graph.propagate). inner_taps adds what adapted scoring reads inside a
+    node's update (see `_inner_tap`).
     """
     edges = graph.validate_edges(model.edges, model.depth)
     adapt = None
@@ -148,7 +198,32 @@ def run_graph(model, x0, steps, perturb_nodes: bool = False, pass1=None) -> tupl
             model.adapter_activation,
             model.adapter_layer_norm,
             model.dtype,
+            model.linear_edges,
             name="adapters",
         )
     tap = (lambda k, x: model.perturb(f"node_{k}", x)) if perturb_nodes else None
-    return graph.propagate(x0, steps, edges, adapt, tap, pass1)
+    inner = _inner_tap(model, edges) if inner_taps else None
+    return graph.propagate(x0, steps, edges, adapt, tap, pass1, inner)
+
+
+def _inner_tap(model, edges: tuple[graph.Edge, ...]):
+    """graph.propagate's inner_tap for adapted scoring, only where a node's update has stages.
+
+    At a node k with a sequential adapter, a zero variable `pre_sequential_{k}`
+    ("perturbations") is added to the value that adapter reads: its gradient is
+    dL/d of that value, where a new parallel/long-range adapter into k would add.
+    At a node k with recurrent adapters into it, its value before they add is
+    sown as `pre_recurrent_{k}` ("intermediates"): what a new sequential adapter
+    (k, k) would read.
+    """
+    sequential = {i for i, j in edges if i == j}
+    recurrent = {j for i, j in edges if i > j}
+
+    def tap(point: str, k: int, x):
+        if point == "pre_sequential" and k in sequential:
+            return model.perturb(f"pre_sequential_{k}", x)
+        if point == "pre_recurrent" and k in recurrent:
+            model.sow("intermediates", f"pre_recurrent_{k}", x)
+        return x
+
+    return tap

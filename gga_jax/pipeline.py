@@ -18,6 +18,7 @@ The whole config is checked before any data or weights are read
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -26,14 +27,24 @@ import jax
 import ml_collections
 import numpy as np
 
-from gga_jax import checkpoints, graph, placement, plots, scoring, sharding, tina, validation
+from gga_jax import (
+    adapters,
+    checkpoints,
+    graph,
+    placement,
+    plots,
+    scoring,
+    sharding,
+    tina,
+    validation,
+)
 from gga_jax import data as data_lib
 from gga_jax import train as train_lib
 from gga_jax.models import text, vit
 
 MODES = train_lib.MODES
 _KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
-SCORED_POLICIES = ("gga", "top_k")
+SCORED_POLICIES = ("gga", "top_k", "iterative_gga")
 # Keys that may change between a run and its resumption (they do not change results).
 RESUMABLE_KEYS = (
     "train.log_every",
@@ -134,28 +145,81 @@ def tokenizer_path(config) -> str | None:
 # --- arms ------------------------------------------------------------------------------
 
 
-def choose_edges(
-    config, arm, factory, params, splits, arm_dir, partitioner
-) -> tuple[list, Any, Any]:
-    """(edges, scores or None, params with the pre-trained head) for an adapter arm.
+def choose_edges(config, arm, factory, params, splits, arm_dir, partitioner, cache=None):
+    """(edges, scores or None) for an adapter arm; params carry the run's pre-trained head.
 
     A resumed run reads placement.json instead of scoring again.
     """
     depth = factory(()).depth
     scores = None
     if arm in SCORED_POLICIES:
-        params = pretrain_head(config, factory, params, splits, arm_dir, partitioner)
-        scores = load_or_score(config, factory(()), params, splits["train"], arm_dir, partitioner)
+        scores = load_or_score(
+            config, factory(()), params, splits["train"], arm_dir, partitioner, cache
+        )
     path = os.path.join(arm_dir, "placement.json")
     if os.path.exists(path):
         saved = validation.read_json(path, "placement")
-        return [tuple(e) for e in saved["edges"]], scores, params
-    edges = place_edges(config, arm, depth, scores)
+        return [tuple(e) for e in saved["edges"]], scores
+    if arm == "iterative_gga":
+        edges = iterative_edges(config, factory, params, scores, splits, arm_dir, partitioner)
+    else:
+        edges = place_edges(config, arm, depth, scores)
     if jax.process_index() == 0:
         with open(path, "w") as f:
             types = [graph.edge_type(e) for e in edges]
             json.dump({"policy": arm, "edges": edges, "types": types}, f)
-    return edges, scores, params
+    return edges, scores
+
+
+def iterative_edges(config, factory, params, scores, splits, arm_dir, partitioner) -> list:
+    """Iterative GGA's edges (placement.iterative_gga) from the run's first scores.
+
+    Round r trains the adapters placed so far for placement.iterative_steps
+    steps in arm_dir/round_<placed>/ (resumable), starting from the previous
+    round's adapters plus fresh ones on the new edges; the remaining candidates
+    are then re-scored on the same scoring examples with them in place
+    (scoring.score_edges, adapted=True). The arm afterwards trains fresh
+    adapters on the chosen edges from the run's head, as GGA does: only the
+    choice differs, and its rounds count as scoring cost, not training.
+    """
+    p = config.placement
+    depth = factory(()).depth
+    candidates = graph.candidates(depth, p.stride, p.recurrent)
+    state = {"params": params}
+    round_cfg = ml_collections.ConfigDict(config.train.to_dict())
+    round_cfg.steps = (
+        p.iterative_steps if p.iterative_steps >= 0 else max(1, config.train.steps // 10)
+    )
+
+    def score(placed):
+        if not placed:
+            return scores
+        remaining = [e for e in candidates if e not in placed]
+        model = factory(tuple(placed))
+        return compute_scores(
+            config, model, state["params"], splits["train"], partitioner, remaining
+        )
+
+    def train(placed):
+        model = factory(tuple(placed))
+        fresh = init_params(config, model)
+        start = {
+            **state["params"],
+            "adapters": {**fresh["adapters"], **state["params"].get("adapters", {})},
+        }
+        state["params"], _ = train_lib.fit(
+            model,
+            start,
+            train_lib.TRAINABLE["adapters"],
+            train_batches(config, splits),
+            round_cfg,
+            os.path.join(arm_dir, f"round_{len(placed)}"),
+            label=f"iterative_gga round {len(placed)}",
+            partitioner=partitioner,
+        )
+
+    k = math.ceil(p.num / p.iterative_rounds)
+    return placement.iterative_gga(score, train, p.num, k, p.gamma, p.rescore)
 
 
 def place_edges(config, arm: str, depth: int, scores) -> list:
@@ -176,62 +240,138 @@ def place_edges(config, arm: str, depth: int, scores) -> list:
     )
 
 
-def pretrain_head(config, factory, params, splits, arm_dir, partitioner):
-    """SPEC §3 step 1: trains the head alone for config.scoring.head_steps steps."""
-    head_cfg = ml_collections.ConfigDict(config.train.to_dict())
+def head_steps(config) -> int:
+    """Steps of the run's head pre-training: scoring.head_steps, -1 meaning 2.5% of train.steps."""
     steps = config.scoring.head_steps
-    head_cfg.steps = steps if steps > 0 else max(1, round(0.025 * config.train.steps))
-    head_cfg.lr = config.scoring.head_lr or config.train.lr
-    batches = lambda start: data_lib.train_batches(  # noqa: E731
-        splits["train"], config.train.batch_size, config.seed + 1, start
-    )
-    params, _ = train_lib.fit(
-        factory(()),
-        params,
-        train_lib.TRAINABLE["linear_probe"],
-        batches,
-        head_cfg,
-        os.path.join(arm_dir, "head"),
-        label="head",
-        partitioner=partitioner,
-    )
-    return params
+    return steps if steps >= 0 else max(1, round(0.025 * config.train.steps))
 
 
-def load_or_score(config, model, params, split, arm_dir, partitioner):
-    """The (n, n) score matrix of SPEC §3 on the first scoring.num_examples train examples.
+def pretrained_head(config, factory, params, splits, workdir, partitioner, cache=None):
+    """params with the run's pre-trained head (SPEC §3 step 1), trained once per run.
 
-    The edges are split over the devices of the mesh (scoring.score_edges), one
-    device included: that path bounds the memory by scoring.chunk.
+    The head alone trains head_steps(config) steps at scoring.head_lr (0: train.lr)
+    on batches in the order of seed + 1, in workdir/head/. Every arm starts from
+    this head (train.head_init = "pretrained") or from the zero head ("zero"), and
+    scored policies always score with it, so no arm gets more head training than
+    another. With a cache (experiments), runs that share these settings share it.
+    """
+    steps = head_steps(config)
+    if steps == 0:
+        return params
+
+    recipe = head_recipe(config)
+
+    def make():
+        batches = lambda start: data_lib.train_batches(  # noqa: E731
+            splits["train"], config.train.batch_size, config.seed + 1, start
+        )
+        trained, _ = train_lib.fit(
+            factory(()),
+            params,
+            train_lib.TRAINABLE["linear_probe"],
+            batches,
+            recipe,
+            os.path.join(workdir, "head"),
+            label="head",
+            partitioner=partitioner,
+        )
+        return trained
+
+    return memo(cache, "head", head_key(config), make)
+
+
+def head_recipe(config) -> ml_collections.ConfigDict:
+    """The train config of the head pre-training: train.*, with its own steps and lr."""
+    recipe = ml_collections.ConfigDict(config.train.to_dict())
+    recipe.steps = head_steps(config)
+    recipe.lr = config.scoring.head_lr or config.train.lr
+    return recipe
+
+
+def head_key(config) -> dict[str, Any]:
+    """The config values a pre-trained head depends on: backbone, data, seed and its recipe."""
+    flat = flat_config(config)
+    key = {
+        k: v
+        for k, v in flat.items()
+        if k.startswith(("seed", "model.", "data.", "mesh", "sharding."))
+    }
+    for k, v in flat_config(head_recipe(config)).items():
+        if f"train.{k}" not in RESUMABLE_KEYS and k not in ("eval_splits", "head_init"):
+            key[f"head.{k}"] = v
+    return key
+
+
+def memo(cache: dict | None, kind: str, key, make):
+    """make(), or the value a cache (a dict an experiment shares between runs) holds for key."""
+    if cache is None:
+        return make()
+    name = (kind, json.dumps(key, sort_keys=True, default=str))
+    if name not in cache:
+        cache[name] = make()
+    return cache[name]
+
+
+def scoring_rows(num_examples: int, num: int, seed: int) -> np.ndarray:
+    """The sorted indices of the `num` training examples scoring uses, drawn by seed."""
+    if num >= num_examples:
+        return np.arange(num_examples)
+    return np.sort(np.random.default_rng([seed, 3]).choice(num_examples, num, replace=False))
+
+
+def load_or_score(config, model, params, split, arm_dir, partitioner, cache=None):
+    """The (n, n) score matrix of SPEC §3 on scoring.num_examples train examples.
+
+    The examples are drawn by config.seed (scoring_rows). The edges are split
+    over the devices of the mesh (scoring.score_edges), one device included:
+    that path bounds the memory by scoring.chunk.
     """
     path = os.path.join(arm_dir, "scores.npy")
     if os.path.exists(path):
         return read_scores(path, graph.num_nodes(model.depth))
+    key = {
+        **head_key(config),
+        **flat_config(config.scoring),
+        "placement": [config.placement.stride, config.placement.recurrent],
+    }
+    scores = memo(
+        cache, "scores", key, lambda: compute_scores(config, model, params, split, partitioner)
+    )
+    if jax.process_index() == 0:
+        np.save(path, scores)
+    return scores
+
+
+def compute_scores(config, model, params, split, partitioner, adapted=None) -> np.ndarray:
+    """scoring.score_edges on the scoring rows of `split`, timed.
+
+    adapted: None scores the plain backbone's candidates; a list of edges scores
+    those on the adapted model (its adapters in place: iterative GGA).
+    """
     s = config.scoring
     num = min(s.num_examples, split.num_examples)
-    inputs = jax.tree_util.tree_map(lambda x: x[:num], split.inputs)
+    rows = scoring_rows(split.num_examples, num, config.seed)
+    inputs = jax.tree_util.tree_map(lambda x: x[rows], split.inputs)
     start = time.perf_counter()
     scores = np.asarray(
         scoring.score_edges(
             model,
             params,
             inputs,
-            split.labels[:num],
+            split.labels[rows],
             aggregation=s.aggregation,
             eta=s.eta,
             micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
             chunk=s.chunk,
             srank_method=s.srank_method,
             mesh=partitioner.mesh,
-            candidates=graph.candidates(
-                model.depth, config.placement.stride, config.placement.recurrent
-            ),
+            candidates=adapted
+            or graph.candidates(model.depth, config.placement.stride, config.placement.recurrent),
+            adapted=adapted is not None,
         )
     )
     seconds = time.perf_counter() - start
     print(f"scored {np.isfinite(scores).sum()} edges on {num} examples in {seconds:.1f} s")
-    if jax.process_index() == 0:
-        np.save(path, scores)
     return scores
 
 
@@ -273,8 +413,13 @@ def pass1_cache(train_config, model, params, split):
     return train_lib.pass1_values(model, params, split.inputs, t.eval_batch_size)
 
 
-def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[str, Any]:
-    """Trains and evaluates one arm; returns its row of results.json."""
+def run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache=None) -> dict:
+    """Trains and evaluates one arm; returns its row of results.json.
+
+    heads: {"pretrained": params with the run's pre-trained head, "zero": params
+    with the zero head}; scored policies score with the first, and every arm
+    trains from heads[train.head_init].
+    """
     top = config
     config = validation.arm_config(config, arm)
     changed = arm_changes(top, config)
@@ -286,13 +431,14 @@ def run_arm(config, arm, factory, params, splits, workdir, partitioner) -> dict[
     base = validation.tina_base(arm)
     edges, scores = [], None
     if arm not in MODES:
-        edges, scores, params = choose_edges(
-            config, base or arm, factory, params, splits, arm_dir, partitioner
+        edges, scores = choose_edges(
+            config, base or arm, factory, heads["pretrained"], splits, arm_dir, partitioner, cache
         )
     if scores is not None and jax.process_index() == 0:
         plots.score_heatmap(
             scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
         )
+    params = heads[config.train.head_init]
     if base:
         row = tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
     else:
@@ -304,7 +450,7 @@ def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
     """Trains one arm's adapters (or head, or everything) on `edges`; its results row."""
     rank = budget_rank(config, edges, factory, params) if arm not in MODES else None
     model = factory(tuple(edges), rank)
-    params = {**init_params(config, model, splits), **params}
+    params = {**init_params(config, model), **params}
     mode = arm if arm in MODES else "adapters"
     params, summary = train_lib.fit(
         model,
@@ -317,8 +463,8 @@ def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
         partitioner=partitioner,
         pass1=pass1_cache(config.train, model, params, splits["train"]),
     )
-    test = evaluate_test(config, model, params, splits, partitioner)
-    return {**edge_row(model), **summary, "steps": config.train.steps, **test}
+    evals = evaluate_splits(config, model, params, splits, partitioner)
+    return {**edge_row(model), **summary, "steps": config.train.steps, **evals}
 
 
 def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
@@ -331,7 +477,7 @@ def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) 
     t = config.tina
     width = factory(()).width
     model = factory(tuple(edges), tina.initial_rank(width, t.sigma0))
-    params = {**init_params(config, model, splits), **params}
+    params = {**init_params(config, model), **params}
     cycle_train = ml_collections.ConfigDict(config.train.to_dict())
     cycle_train.steps = t.cycle_steps
     cycles = []
@@ -348,11 +494,11 @@ def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) 
             label=f"{arm} cycle {cycle}",
             partitioner=partitioner,
         )
-        test = evaluate_test(config, model, p, splits, partitioner)
-        cycles.append({"cycle": cycle, **edge_row(model), **summary, **test})
+        evals = evaluate_splits(config, model, p, splits, partitioner)
+        cycles.append({"cycle": cycle, **edge_row(model), **summary, **evals})
         print(
             f"[{arm}] cycle {cycle}: {len(cycle_edges)} adapters, {sum(ranks)} neurons, "
-            f"{summary['trainable_params']:,} trainable, test {100 * test['test_accuracy']:.2f}%"
+            f"{summary['trainable_params']:,} trainable, {accuracy_text(evals)}"
         )
         return p
 
@@ -403,10 +549,13 @@ def head_params(params) -> int:
     return train_lib.count_params(train_lib.flatten(params["head"]))
 
 
-def init_params(config, model, splits) -> dict:
-    """model's freshly initialised params (adapters included), seeded by config.seed."""
-    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
-    return jax.jit(model.init)(jax.random.PRNGKey(config.seed + 2), example)["params"]
+def init_params(config, model) -> dict:
+    """{"adapters": fresh parameters of model's adapters} seeded by config.seed ({} if none).
+
+    adapters.init_adapters: no trace or compile of the backbone per edge list.
+    """
+    fresh = adapters.init_adapters(model, jax.random.PRNGKey(config.seed + 2), model.width)
+    return {"adapters": fresh} if fresh else {}
 
 
 def train_batches(config, splits):
@@ -425,20 +574,31 @@ def edge_row(model) -> dict[str, Any]:
     }
 
 
-def evaluate_test(config, model, params, splits, partitioner) -> dict[str, Any]:
-    """Accuracy and loss of model on the test split."""
+def evaluate_splits(config, model, params, splits, partitioner) -> dict[str, Any]:
+    """Accuracy, loss and size of each split in train.eval_splits that the run has.
+
+    Returns {"val_accuracy", "val_loss", "val_examples", "test_accuracy", ...};
+    a split the data lacks (val of a final run) is left out.
+    """
     partitioner.check_batch_size(config.train.eval_batch_size, "train.eval_batch_size")
-    test = train_lib.evaluate(
-        train_lib.make_eval_step(model, partitioner),
-        params,
-        data_lib.eval_batches(splits["test"], config.train.eval_batch_size),
-        partitioner,
-    )
-    return {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "test_examples": test["examples"],
-    }
+    step = train_lib.make_eval_step(model, partitioner)
+    out = {}
+    for name in config.train.eval_splits:
+        split = splits.get(name)
+        if split is None or split.num_examples == 0:
+            continue
+        batches = data_lib.eval_batches(split, config.train.eval_batch_size)
+        result = train_lib.evaluate(step, params, batches, partitioner)
+        out.update({f"{name}_{k}": v for k, v in result.items()})
+    return out
+
+
+def accuracy_text(row) -> str:
+    """ "val 61.20%, test 60.85%" for the splits a row was evaluated on."""
+    parts = [
+        f"{s} {100 * row[f'{s}_accuracy']:.2f}%" for s in ("val", "test") if f"{s}_accuracy" in row
+    ]
+    return ", ".join(parts) or "not evaluated"
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -501,28 +661,45 @@ def flat_config(config) -> dict[str, Any]:
     return flat
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, cache: dict | None = None) -> dict:
     """Runs every arm of config.arms and writes results.json, results.md and PNGs.
 
     The whole config is checked first (validation.check_config): a refused run
     reads no data and writes nothing; one whose data files turn out unreadable
-    writes nothing either (config.json comes after the data). On several hosts
-    every process runs this; process 0 writes the files.
+    writes nothing either (config.json comes after the data). Every arm uses the
+    same backbone, the same head (see pretrained_head), the same steps and the
+    same order of training batches (config.seed). On several hosts every process
+    runs this; process 0 writes the files. `cache` (a dict, kept by the caller)
+    lets runs of one process share data, backbones, pre-trained heads and scores
+    (gga_jax.experiments); each is keyed by the config values it depends on.
     """
     validation.check_config(config, workdir, model_factory=validation_factory(config))
     check_workdir(config, workdir)
     start = time.perf_counter()
     partitioner = sharding.Partitioner.from_config(config)
-    splits = load_data(config)  # errors in the data's contents surface here: nothing written yet
+    splits = shared_data(config, cache)  # errors in the data's contents surface here
     record_config(config, workdir)
-    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
-    factory, params = backbone(config, splits["num_classes"], example, partitioner)
+    factory, params = shared_backbone(config, splits, partitioner, cache)
+    heads = {
+        "zero": params,
+        "pretrained": pretrained_head(config, factory, params, splits, workdir, partitioner, cache),
+    }
     rows = [
-        run_arm(config, arm, factory, params, splits, workdir, partitioner) for arm in config.arms
+        run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache)
+        for arm in config.arms
     ]
     results = {
         "config": config.to_dict(),
-        "data": {"num_classes": splits["num_classes"], "label_names": list(splits["label_names"])},
+        "data": {
+            "num_classes": splits["num_classes"],
+            "label_names": list(splits["label_names"]),
+            "sizes": {k: splits[k].num_examples for k in ("train", "val", "test") if splits.get(k)},
+        },
+        "fairness": {
+            "head_pretrain_steps": head_steps(config),
+            "head_init": config.train.head_init,
+            "batch_order_seed": config.seed,
+        },
         "arms": rows,
         "wall_time_s": time.perf_counter() - start,
     }
@@ -531,6 +708,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
         write_results(results, table, workdir)
     return results
+
+
+def shared_data(config, cache: dict | None = None) -> dict[str, Any]:
+    """load_data(config), shared through `cache` by runs with the same data config."""
+    key = {**flat_config(config.data), "tokenizer": tokenizer_path(config)}
+    return memo(cache, "data", key, lambda: load_data(config))
+
+
+def shared_backbone(config, splits, partitioner, cache: dict | None = None):
+    """backbone(config, ...), shared through `cache` by runs with the same model config."""
+    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
+    flat = flat_config(config)
+    key = {k: v for k, v in flat.items() if k.startswith(("model.", "adapter.", "mesh", "seed"))}
+    key["num_classes"] = splits["num_classes"]
+    return memo(
+        cache,
+        "backbone",
+        key,
+        lambda: backbone(config, splits["num_classes"], example, partitioner),
+    )
 
 
 def validation_factory(config):
@@ -564,15 +761,18 @@ def loss_curve(workdir: str, row) -> list[tuple[int, float]]:
 
 
 def results_table(rows) -> str:
+    """The arms as a Markdown table; train loss is the mean over the last 10% of steps."""
     lines = [
-        "| arm | adapters | trainable params | final train loss | test accuracy | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| arm | adapters | trainable params | final train loss | val accuracy | test accuracy "
+        "| wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    percent = lambda r, k: f"{100 * r[k]:.2f}%" if k in r else "-"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['arm']} | {len(r['edges'])} | {r['trainable_params']:,} | "
-            f"{r['final_train_loss']:.4f} | {100 * r['test_accuracy']:.2f}% | "
-            f"{r['wall_time_s']:.0f} |"
+            f"{r['final_train_loss']:.4f} | {percent(r, 'val_accuracy')} | "
+            f"{percent(r, 'test_accuracy')} | {r['wall_time_s']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -77,16 +77,134 @@ def tina_neurons(
 
 
 def accuracy_vs_params(rows: Sequence[Mapping], path: str) -> None:
-    """Test accuracy against trainable parameters: a point per arm, a line per TINA arm."""
+    """Test (else val) accuracy against trainable parameters: a point per arm, a TINA arm a line."""
+    split = "test" if all("test_accuracy" in r for r in rows) else "val"
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         points = row.get("cycles") or [row]
         sizes = [p["trainable_params"] for p in points]
-        accuracy = [100 * p["test_accuracy"] for p in points]
+        accuracy = [100 * p.get(f"{split}_accuracy", np.nan) for p in points]
         ax.plot(sizes, accuracy, marker="o", label=row["arm"])
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- experiments (gga_jax.experiments) ---------------------------------------------------------
+
+
+def experiment_bars(rows: Sequence[Mapping], path: str, title: str) -> None:
+    """E1 (paper Fig. 1): test accuracy (mean +- std over seeds) per group, as bars."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4))
+    x = np.arange(len(rows))
+    std = [0.0 if np.isnan(r["test_std"]) else r["test_std"] for r in rows]
+    ax.bar(x, [r["test_mean"] for r in rows], yerr=std, capsize=3, color="tab:blue")
+    low = min(r["test_mean"] - s for r, s in zip(rows, std))
+    ax.set_ylim(max(0, low - 2), None)
+    ax.set_xticks(x, [r["group"].removeprefix("parallel_") for r in rows], rotation=60, fontsize=7)
+    ax.set_xlabel("edge (i, j)")
     ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _edge_of(group: str) -> tuple[int, int]:
+    """ "edge_3_6" -> (3, 6)."""
+    i, j = group.split("_")[1:]
+    return int(i), int(j)
+
+
+def experiment_grid(rows: Sequence[Mapping], n: int, scores, path: str) -> None:
+    """E2 (paper Fig. 3): single-edge test accuracy over the (i, j) grid, beside the srank map."""
+    acc = np.full((n, n), np.nan)
+    for r in rows:
+        acc[_edge_of(r["group"])] = r["test_mean"]
+    used = sorted({k for r in rows for k in _edge_of(r["group"])})
+    panels = [("single-edge test accuracy (%)", acc[np.ix_(used, used)])]
+    if scores is not None:
+        s = np.where(np.isfinite(scores), scores, np.nan)
+        panels.append(("srank of G_ij", s[np.ix_(used, used)]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], panels):
+        image = ax.imshow(matrix, cmap="viridis")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xticks(range(len(used)), used, fontsize=7)
+        ax.set_yticks(range(len(used)), used, fontsize=7)
+        ax.set_xlabel("target node j")
+        ax.set_ylabel("source node i")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def experiment_scatter(correlations, rows, workdir: str, path: str) -> None:
+    """E4 (paper Fig. 5): each aggregation's score against single-edge test accuracy."""
+    import os
+
+    first = [c for c in correlations if c["target"] == "test accuracy"]
+    steps = first[0]["head_steps"]
+    first = [c for c in first if c["head_steps"] == steps]
+    cols = min(3, len(first))
+    fig, axes = plt.subplots(
+        (len(first) + cols - 1) // cols, cols, figsize=(4 * cols, 3.4), squeeze=False
+    )
+    edges = [_edge_of(r["group"]) for r in rows]
+    acc = [r["test_mean"] for r in rows]
+    for ax, c in zip(axes.ravel(), first):
+        files = [
+            os.path.join(workdir, "scores", d, f"{c['aggregation']}.npy")
+            for d in sorted(os.listdir(os.path.join(workdir, "scores")))
+            if d.startswith(f"head{steps}_")
+        ]
+        score = np.mean([np.load(f) for f in files if os.path.exists(f)], axis=0)
+        ax.scatter([score[e] for e in edges], acc, s=12)
+        ax.set_title(f"{c['aggregation']}: rho {c['rho']:.2f} (p {c['p']:.1g})", fontsize=9)
+        ax.set_xlabel("score")
+        ax.set_ylabel("test accuracy (%)")
+    for ax in axes.ravel()[len(first) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def experiment_random(rows: Sequence[Mapping], path: str) -> None:
+    """E3 (paper Table 1): the random sets' mean accuracies, with the baselines marked."""
+    sets = [r["test_mean"] for r in rows if r["arm"] == "random"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if sets:
+        ax.hist(sets, bins=min(20, max(5, len(sets) // 2)), color="tab:gray", label="random sets")
+    for r, color in zip([r for r in rows if r["arm"] != "random"], plt.cm.tab10.colors):
+        ax.axvline(r["test_mean"], color=color, linestyle="--", label=r["group"])
+    ax.set_xlabel("test accuracy (%), mean over seeds")
+    ax.set_ylabel("random sets")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def experiment_lines(rows: Sequence[Mapping], path: str, title: str) -> None:
+    """E5 (paper Fig. 6): test accuracy against N per policy, with error bars; E6 by rank."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_arm: dict[str, list] = {}
+    for r in rows:
+        by_arm.setdefault(r["arm"], []).append(r)
+    for arm, points in by_arm.items():
+        x = [len(r["edges"]) if title == "e5" else r["trainable_params"] for r in points]
+        std = [0.0 if np.isnan(r["test_std"]) else r["test_std"] for r in points]
+        ax.errorbar(x, [r["test_mean"] for r in points], yerr=std, marker="o", capsize=3, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("adapters N" if title == "e5" else "trainable parameters")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title.upper(), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -370,6 +370,7 @@ def fit(
     place = _feeder(partitioner, pass1, model)
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
+    tail = final_loss_steps(config.steps)
     bar = tqdm(
         total=config.steps,
         initial=start,
@@ -381,7 +382,7 @@ def fit(
     for step, batch in zip(range(start + 1, config.steps + 1), batches(start)):
         trainable, opt_state, metrics = step_fn(trainable, frozen, opt_state, place(batch))
         done += 1
-        if writer and (step % config.log_every == 0 or step == config.steps):
+        if writer and (step % config.log_every == 0 or step > config.steps - tail):
             values = {k: float(v) for k, v in metrics.items()}
             rate = done / (time.perf_counter() - begin)
             writer.write(step, {**values, "steps_per_s": rate})
@@ -397,12 +398,29 @@ def fit(
     if writer:
         writer.close()
     summary = {
-        "final_train_loss": history[-1]["loss"] if history else None,
+        "final_train_loss": final_loss(history, config.steps),
+        "last_batch_loss": history[-1]["loss"] if history else None,
         "steps_per_s": done / seconds if done else None,
         "resumed_from_step": start,
         "trainable_params": count_params(trainable),
     }
     return unflatten({**frozen, **trainable}), summary
+
+
+def final_loss_steps(steps: int) -> int:
+    """How many of the last steps the reported train loss averages: 10%, at least 1."""
+    return max(1, steps // 10)
+
+
+def final_loss(history: list[dict], steps: int) -> float | None:
+    """The mean training loss of the last final_loss_steps(steps) steps.
+
+    One batch's loss is noisy (it is what the batch happened to hold); the mean
+    over the last 10% of the steps is what a sweep can compare and correlate.
+    fit logs every one of those steps, so a resumed run has them all too.
+    """
+    last = [r["loss"] for r in history if r["step"] > steps - final_loss_steps(steps)]
+    return float(np.mean(last)) if last else None
 
 
 def _feeder(partitioner, pass1, model=None):

@@ -29,10 +29,13 @@ from gga_jax import adapters, data, graph, placement, scoring, tina, train
 
 # The arms a run may list: placement policies of SPEC §4, "fixed" (config.placement.edges)
 # and the training modes without adapters.
-ARMS = (*placement.POLICIES, "fixed", *train.MODES)
+ARMS = (*placement.POLICIES, "iterative_gga", "fixed", *train.MODES)
 # Arms whose policy picks config.placement.num edges, and from which candidates.
-NUM_POLICIES = ("gga", "top_k", "random", "first_k", "last_k")
-CANDIDATE_POLICIES = ("gga", "top_k", "random")
+HEAD_INITS = ("pretrained", "zero")
+EVAL_SPLITS = ("val", "test")
+SCORED_POLICIES = ("gga", "top_k", "iterative_gga")
+NUM_POLICIES = ("gga", "top_k", "iterative_gga", "random", "first_k", "last_k")
+CANDIDATE_POLICIES = ("gga", "top_k", "iterative_gga", "random")
 SOURCES = data.SOURCES  # "tfds", "offline", and your own data: "folder", "csv", "jsonl", "npz"
 # TINA arms: "tina:<base>" or "tina:<base>:<label>", base a placement arm (config.tina).
 TINA_ARM = re.compile(r"tina:(?P<base>\w+)(?::[\w.-]+)?")
@@ -97,6 +100,14 @@ def _by_role(v) -> str | None:
     return "None, a path, or a mapping {'train': ..., 'val': ..., 'test': ...} (val, test optional)"
 
 
+def _eval_splits(v) -> str | None:
+    """train.eval_splits: a non-empty tuple of distinct names in ("val", "test")."""
+    v = _shown(v)
+    ok = isinstance(v, (tuple, list)) and v and len(set(v)) == len(v)
+    ok = ok and all(isinstance(x, str) and x in EVAL_SPLITS for x in v)
+    return None if ok else f"a non-empty tuple of distinct names in {EVAL_SPLITS}"
+
+
 def _shown(value):
     """A config value as plain Python (a ConfigDict's repr spans lines)."""
     return value.to_dict() if hasattr(value, "to_dict") else value
@@ -145,6 +156,9 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scoring.srank_method": _one_of(scoring.METHODS),
     "scoring.eta": _real_in(0, 1, low_open=True),
     "scoring.head_steps": _int_at_least(-1),
+    "placement.iterative_rounds": _int_at_least(1),
+    "placement.iterative_steps": _int_at_least(-1),
+    "placement.rescore": _BOOL,
     "scoring.head_lr": _NON_NEGATIVE,
     "train.steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
@@ -161,6 +175,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.pass1_cache_gib": _NON_NEGATIVE,
     "train.log_every": _int_at_least(1),
     "train.checkpoint_every": _int_at_least(1),
+    "train.head_init": _one_of(HEAD_INITS),
+    "train.eval_splits": _eval_splits,
 }
 # The keys train.fit reads, checked there too for callers of the Python API.
 FIT_KEYS = (
@@ -259,7 +275,7 @@ def check_config(config, workdir: str | None = None, *, model_factory=None) -> N
     for arm in config.arms:
         problems += _problems_of_keys(arm_config(config, arm), CHECKS)
     problems = list(dict.fromkeys(problems))  # an arm without overrides repeats the top level
-    problems += _check_data(config) + _check_checkpoint(config)
+    problems += _check_data(config) + _check_checkpoint(config) + _check_head(config)
     if not problems and model_factory is not None:
         problems += _check_model(config, model_factory)
     if not problems:
@@ -273,7 +289,7 @@ def _check_arms(config) -> list[str]:
     arms = tuple(config.arms)
     if not arms:
         return [f"arms = (): list at least one arm; valid: {ARMS}"]
-    bases = (*placement.POLICIES, "fixed")
+    bases = (*placement.POLICIES, "iterative_gga", "fixed")
     problems = [
         f"arms has unknown arm {a!r}; valid arms: {ARMS}, or 'tina:<base>[:<label>]' with a "
         f"base in {bases}"
@@ -410,6 +426,17 @@ def _check_npz(config, roles: dict[str, str], shown) -> list[str]:
                 value = shown if key == "data.path" else name
                 return [f"{key} = {value!r}: {path} has no array {name!r}; its arrays: {present}"]
     return _check_kind(config, "data.path", shown, kind)
+
+
+def _check_head(config) -> list[str]:
+    """A scored policy needs head pre-training: a zero head scores every edge 0."""
+    scored = [a for a in config.arms if (tina_base(a) or a) in SCORED_POLICIES]
+    if scored and config.scoring.head_steps == 0:
+        return [
+            f"scoring.head_steps = 0: arm {scored[0]!r} scores edges, and a zero head gives "
+            f"every edge the score 0 (SPEC §3 step 1); use -1 (2.5% of train.steps) or > 0"
+        ]
+    return []
 
 
 def _check_checkpoint(config) -> list[str]:

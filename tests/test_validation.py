@@ -303,6 +303,23 @@ CASES = [
         "train.steps = 0", r"train.steps = 0: must be an integer >= 1", **{"train.steps": 0}
     ),
     config_case(
+        "scoring.head_steps = 0 with a scored arm",
+        r"scoring.head_steps = 0: arm 'gga' scores edges, and a zero head gives every edge "
+        r"the score 0",
+        **{"scoring.head_steps": 0},
+    ),
+    config_case(
+        "train.head_init = 'random'",
+        r"train.head_init = 'random': must be one of \('pretrained', 'zero'\)",
+        **{"train.head_init": "random"},
+    ),
+    config_case(
+        "train.eval_splits = ('train',)",
+        r"train.eval_splits = \('train',\): must be a non-empty tuple of distinct names in "
+        r"\('val', 'test'\)",
+        **{"train.eval_splits": ("train",)},
+    ),
+    config_case(
         "train.batch_size = 0",
         r"train.batch_size = 0: must be an integer >= 1",
         **{"train.batch_size": 0},
@@ -353,8 +370,8 @@ CASES = [
     config_case(
         "arms = ('gga', 'gpa')",
         r"unknown arm 'gpa'; valid arms: \('gga', 'top_k', 'random', 'first_k', 'last_k', "
-        r"'all_parallel', 'ffn_parallel', 'all_sequential', 'single', 'fixed', "
-        r"'linear_probe', 'full_finetune'\)",
+        r"'all_parallel', 'ffn_parallel', 'all_sequential', 'single', 'iterative_gga', "
+        r"'fixed', 'linear_probe', 'full_finetune'\)",
         arms=("gga", "gpa"),
     ),
     config_case(
@@ -761,9 +778,10 @@ def test_cli_lists_configs_arms_and_keys():
             ["--config.arms=('gga', 'gpa')"],
             "error: arms has unknown arm 'gpa'; valid arms: ('gga', 'top_k', 'random', "
             "'first_k', 'last_k', 'all_parallel', 'ffn_parallel', 'all_sequential', 'single', "
-            "'fixed', 'linear_probe', 'full_finetune'), or 'tina:<base>[:<label>]' with a base "
-            "in ('gga', 'top_k', 'random', 'first_k', 'last_k', 'all_parallel', 'ffn_parallel', "
-            "'all_sequential', 'single', 'fixed').",
+            "'iterative_gga', 'fixed', 'linear_probe', 'full_finetune'), or "
+            "'tina:<base>[:<label>]' with a base in ('gga', 'top_k', 'random', 'first_k', "
+            "'last_k', 'all_parallel', 'ffn_parallel', 'all_sequential', 'single', "
+            "'iterative_gga', 'fixed').",
         ),
         (
             ["--config.train.lr=abc"],
