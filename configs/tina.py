@@ -29,8 +29,10 @@ Other arguments: seed (0), cycle_steps (75); `smoke` (alone) is a tiny random
 text encoder on 64 tweets, 2-step cycles, for the tests.
 Measured (cycle_steps=25, 3 seeds, test accuracy %): vit TINA 61.20 +- 0.44,
 local 60.43 +- 0.70, I_0 61.43 +- 0.25, one-shot 59.20 +- 2.25, vanilla rank 3
-64.10 +- 1.65; text TINA 66.87 +- 1.53, vanilla rank 6 68.00 +- 0.92. Budget
-runs not yet measured. Tables and commands: docs/tina.md.
+64.10 +- 1.65; text TINA 66.87 +- 1.53, vanilla rank 6 68.00 +- 0.92.
+Budgets (vit, 3 seeds): at 16000, tina:gga 67.80 +- 1.18, tina:all_parallel
+63.40 +- 0.26, all_parallel 62.77 +- 1.37, gga 69.73 +- 1.62; at 40000, 64.77,
+58.03, 66.03, 73.03. Tables and commands: docs/tina.md.
 """
 
 import ml_collections
