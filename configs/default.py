@@ -58,20 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.overrides = {"linear_probe": {"train": {"lr": 1e-2}}}
 
     if arg == "smoke":
-        c.model.checkpoint = "random"
-        c.data.tokenizer = "minilm"
-        c.model.overrides = {"width": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64}
-        c.data.train_size = 64
-        c.data.test_size = 32
-        c.data.max_len = 16
-        c.placement.num = 3
-        c.scoring.num_examples = 16
-        c.scoring.micro_batch = 8
-        c.scoring.head_steps = 2
+        defaults.smoke_model(c)
         c.train.steps = 3
-        c.train.batch_size = 8
-        c.train.eval_batch_size = 16
-        c.train.log_every = 1
         c.train.checkpoint_every = 2
     elif arg:
         raise ValueError(f"Unknown argument {arg!r} for configs/default.py; valid: 'smoke'.")

@@ -680,21 +680,26 @@ def spearman(x, y) -> tuple[float, float]:
     return rho, float(special.betainc(dof / 2, 0.5, dof / (dof + t2)))
 
 
+def mean_scores(config, workdir: str, steps: int, aggregation: str):
+    """E4: (the seed mean of an aggregation's score matrices after `steps` head steps, seeds)."""
+    paths = [
+        os.path.join(workdir, "scores", f"head{steps}_s{s}", f"{aggregation}.npy")
+        for s in config.seeds
+    ]
+    paths = [p for p in paths if os.path.exists(p)]
+    return (np.mean([np.load(p) for p in paths], axis=0) if paths else None), len(paths)
+
+
 def correlations(config, workdir: str, rows: Sequence[dict]) -> list[dict]:
     """Spearman of every aggregation's score (mean over seeds) with E2's accuracy and loss."""
-    edges = [tuple(int(v) for v in r["group"].split("_")[1:]) for r in rows if r["seeds_done"]]
     done = [r for r in rows if r["seeds_done"]]
+    edges = [tuple(r["edges"][0]) for r in done]
     out = []
     for steps in config.head_steps:
         for aggregation in config.aggregations:
-            paths = [
-                os.path.join(workdir, "scores", f"head{steps}_s{s}", f"{aggregation}.npy")
-                for s in config.seeds
-            ]
-            paths = [p for p in paths if os.path.exists(p)]
-            if not paths or len(done) < 3:
+            score, seeds = mean_scores(config, workdir, steps, aggregation)
+            if score is None or len(done) < 3:
                 continue
-            score = np.mean([np.load(p) for p in paths], axis=0)
             x = [score[i, j] for i, j in edges]
             for target, key in (("test accuracy", "test_mean"), ("train loss", "loss_mean")):
                 rho, p = spearman(x, [r[key] for r in done])
@@ -706,7 +711,7 @@ def correlations(config, workdir: str, rows: Sequence[dict]) -> list[dict]:
                         "rho": rho,
                         "p": p,
                         "n": len(done),
-                        "seeds": len(paths),
+                        "seeds": seeds,
                     }
                 )
     return out
@@ -727,9 +732,13 @@ def figure(config, workdir: str, summary: dict) -> None:
         )
         plots.experiment_grid(rows, n, np.load(scores) if os.path.exists(scores) else None, path)
         if summary.get("correlations"):
-            plots.experiment_scatter(
-                summary["correlations"], rows, workdir, path.replace(".png", "_scatter.png")
-            )
+            first = [c for c in summary["correlations"] if c["target"] == "test accuracy"]
+            first = [c for c in first if c["head_steps"] == first[0]["head_steps"]]
+            scores = {
+                c["aggregation"]: mean_scores(config, workdir, c["head_steps"], c["aggregation"])[0]
+                for c in first
+            }
+            plots.experiment_scatter(first, scores, rows, path.replace(".png", "_scatter.png"))
     elif config.experiment == "e3":
         plots.experiment_random(rows, path)
     else:

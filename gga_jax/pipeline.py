@@ -17,6 +17,7 @@ The whole config is checked before any data or weights are read
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -145,14 +146,16 @@ def tokenizer_path(config) -> str | None:
 # --- arms ------------------------------------------------------------------------------
 
 
-def choose_edges(config, arm, factory, params, splits, arm_dir, partitioner, cache=None):
-    """(edges, scores or None) for an adapter arm; params carry the run's pre-trained head.
+def choose_edges(config, arm, factory, head, splits, arm_dir, partitioner, cache=None):
+    """(edges, scores or None) for an adapter arm; head() gives params with the pre-trained head.
 
-    A resumed run reads placement.json instead of scoring again.
+    Only scored policies call head(). A resumed run reads placement.json instead
+    of scoring again.
     """
     depth = factory(()).depth
-    scores = None
+    scores = params = None
     if arm in SCORED_POLICIES:
+        params = head()
         scores = load_or_score(
             config, factory(()), params, splits["train"], arm_dir, partitioner, cache
         )
@@ -186,10 +189,8 @@ def iterative_edges(config, factory, params, scores, splits, arm_dir, partitione
     depth = factory(()).depth
     candidates = graph.candidates(depth, p.stride, p.recurrent)
     state = {"params": params}
-    round_cfg = ml_collections.ConfigDict(config.train.to_dict())
-    round_cfg.steps = (
-        p.iterative_steps if p.iterative_steps >= 0 else max(1, config.train.steps // 10)
-    )
+    steps = p.iterative_steps if p.iterative_steps >= 0 else max(1, config.train.steps // 10)
+    round_cfg = with_steps(config.train, steps)
 
     def score(placed):
         if not placed:
@@ -207,19 +208,35 @@ def iterative_edges(config, factory, params, scores, splits, arm_dir, partitione
             **state["params"],
             "adapters": {**fresh["adapters"], **state["params"].get("adapters", {})},
         }
-        state["params"], _ = train_lib.fit(
-            model,
-            start,
-            train_lib.TRAINABLE["adapters"],
-            train_batches(config, splits),
-            round_cfg,
-            os.path.join(arm_dir, f"round_{len(placed)}"),
-            label=f"iterative_gga round {len(placed)}",
-            partitioner=partitioner,
+        directory = os.path.join(arm_dir, f"round_{len(placed)}")
+        label = f"iterative_gga round {len(placed)}"
+        state["params"], _ = fit_adapters(
+            config, model, start, splits, round_cfg, directory, label, partitioner
         )
 
     k = math.ceil(p.num / p.iterative_rounds)
     return placement.iterative_gga(score, train, p.num, k, p.gamma, p.rescore)
+
+
+def with_steps(train_config, steps: int) -> ml_collections.ConfigDict:
+    """A copy of a train config that runs `steps` steps (head, TINA cycles, GGA rounds)."""
+    out = ml_collections.ConfigDict(train_config.to_dict())
+    out.steps = steps
+    return out
+
+
+def fit_adapters(config, model, params, splits, train_config, directory, label, partitioner):
+    """train.fit of model's adapters + head on config.seed's batches; (params, summary)."""
+    return train_lib.fit(
+        model,
+        params,
+        train_lib.TRAINABLE["adapters"],
+        train_batches(config, splits),
+        train_config,
+        directory,
+        label=label,
+        partitioner=partitioner,
+    )
 
 
 def place_edges(config, arm: str, depth: int, scores) -> list:
@@ -282,8 +299,7 @@ def pretrained_head(config, factory, params, splits, workdir, partitioner, cache
 
 def head_recipe(config) -> ml_collections.ConfigDict:
     """The train config of the head pre-training: train.*, with its own steps and lr."""
-    recipe = ml_collections.ConfigDict(config.train.to_dict())
-    recipe.steps = head_steps(config)
+    recipe = with_steps(config.train, head_steps(config))
     recipe.lr = config.scoring.head_lr or config.train.lr
     return recipe
 
@@ -416,9 +432,9 @@ def pass1_cache(train_config, model, params, split):
 def run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache=None) -> dict:
     """Trains and evaluates one arm; returns its row of results.json.
 
-    heads: {"pretrained": params with the run's pre-trained head, "zero": params
-    with the zero head}; scored policies score with the first, and every arm
-    trains from heads[train.head_init].
+    heads: {"pretrained": () -> params with the run's pre-trained head, "zero": ()
+    -> params with the zero head}; scored policies score with the first, and
+    every arm trains from heads[train.head_init]().
     """
     top = config
     config = validation.arm_config(config, arm)
@@ -438,7 +454,7 @@ def run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache=Non
         plots.score_heatmap(
             scores, edges, os.path.join(arm_dir, "scores.png"), f"{arm}: scores, chosen edges"
         )
-    params = heads[config.train.head_init]
+    params = heads[config.train.head_init]()
     if base:
         row = tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
     else:
@@ -478,21 +494,14 @@ def tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) 
     width = factory(()).width
     model = factory(tuple(edges), tina.initial_rank(width, t.sigma0))
     params = {**init_params(config, model), **params}
-    cycle_train = ml_collections.ConfigDict(config.train.to_dict())
-    cycle_train.steps = t.cycle_steps
+    cycle_train = with_steps(config.train, t.cycle_steps)
     cycles = []
 
     def train_cycle(p, cycle_edges, ranks, cycle):
         model = factory(tuple(cycle_edges), tuple(ranks))
-        p, summary = train_lib.fit(
-            model,
-            p,
-            train_lib.TRAINABLE["adapters"],
-            train_batches(config, splits),
-            cycle_train,
-            os.path.join(arm_dir, f"cycle_{cycle}"),
-            label=f"{arm} cycle {cycle}",
-            partitioner=partitioner,
+        directory, label = os.path.join(arm_dir, f"cycle_{cycle}"), f"{arm} cycle {cycle}"
+        p, summary = fit_adapters(
+            config, model, p, splits, cycle_train, directory, label, partitioner
         )
         evals = evaluate_splits(config, model, p, splits, partitioner)
         cycles.append({"cycle": cycle, **edge_row(model), **summary, **evals})
@@ -680,10 +689,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, cache: dict | None = No
     splits = shared_data(config, cache)  # errors in the data's contents surface here
     record_config(config, workdir)
     factory, params = shared_backbone(config, splits, partitioner, cache)
-    heads = {
-        "zero": params,
-        "pretrained": pretrained_head(config, factory, params, splits, workdir, partitioner, cache),
-    }
+    # The head is pre-trained the first time an arm needs it: only "zero"-head arms
+    # of unscored policies never do.
+    pretrained = functools.cache(
+        lambda: pretrained_head(config, factory, params, splits, workdir, partitioner, cache)
+    )
+    heads = {"zero": lambda: params, "pretrained": pretrained}
     rows = [
         run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache)
         for arm in config.arms

@@ -28,9 +28,7 @@ def score_heatmap(scores, edges: Sequence[tuple[int, int]], path: str, title: st
     ax.set_xlabel("target node j")
     ax.set_ylabel("source node i")
     ax.set_title(title or f"edge scores, {len(edges)} chosen")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def training_curves(
@@ -45,9 +43,7 @@ def training_curves(
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def tina_neurons(
@@ -71,9 +67,7 @@ def tina_neurons(
     ax.set_xlabel("cycle")
     ax.set_ylabel("adapter (edge)")
     ax.set_title(title or "neurons per adapter")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def accuracy_vs_params(rows: Sequence[Mapping], path: str) -> None:
@@ -89,9 +83,7 @@ def accuracy_vs_params(rows: Sequence[Mapping], path: str) -> None:
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 # --- experiments (gga_jax.experiments) ---------------------------------------------------------
@@ -101,7 +93,7 @@ def experiment_bars(rows: Sequence[Mapping], path: str, title: str) -> None:
     """E1 (paper Fig. 1): test accuracy (mean +- std over seeds) per group, as bars."""
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4))
     x = np.arange(len(rows))
-    std = [0.0 if np.isnan(r["test_std"]) else r["test_std"] for r in rows]
+    std = _spread(rows)
     ax.bar(x, [r["test_mean"] for r in rows], yerr=std, capsize=3, color="tab:blue")
     low = min(r["test_mean"] - s for r, s in zip(rows, std))
     ax.set_ylim(max(0, low - 2), None)
@@ -109,23 +101,15 @@ def experiment_bars(rows: Sequence[Mapping], path: str, title: str) -> None:
     ax.set_xlabel("edge (i, j)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _edge_of(group: str) -> tuple[int, int]:
-    """ "edge_3_6" -> (3, 6)."""
-    i, j = group.split("_")[1:]
-    return int(i), int(j)
+    _save(fig, path)
 
 
 def experiment_grid(rows: Sequence[Mapping], n: int, scores, path: str) -> None:
     """E2 (paper Fig. 3): single-edge test accuracy over the (i, j) grid, beside the srank map."""
     acc = np.full((n, n), np.nan)
     for r in rows:
-        acc[_edge_of(r["group"])] = r["test_mean"]
-    used = sorted({k for r in rows for k in _edge_of(r["group"])})
+        acc[tuple(r["edges"][0])] = r["test_mean"]
+    used = sorted({k for r in rows for k in r["edges"][0]})
     panels = [("single-edge test accuracy (%)", acc[np.ix_(used, used)])]
     if scores is not None:
         s = np.where(np.isfinite(scores), scores, np.nan)
@@ -139,40 +123,30 @@ def experiment_grid(rows: Sequence[Mapping], n: int, scores, path: str) -> None:
         ax.set_xlabel("target node j")
         ax.set_ylabel("source node i")
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def experiment_scatter(correlations, rows, workdir: str, path: str) -> None:
-    """E4 (paper Fig. 5): each aggregation's score against single-edge test accuracy."""
-    import os
+def experiment_scatter(correlations, scores, rows: Sequence[Mapping], path: str) -> None:
+    """E4 (paper Fig. 5): each aggregation's score against single-edge test accuracy.
 
-    first = [c for c in correlations if c["target"] == "test accuracy"]
-    steps = first[0]["head_steps"]
-    first = [c for c in first if c["head_steps"] == steps]
-    cols = min(3, len(first))
+    correlations: the test-accuracy rows of one head length; scores: {aggregation:
+    (n, n) seed-mean scores}; rows: the single-edge groups.
+    """
+    cols = min(3, len(correlations))
     fig, axes = plt.subplots(
-        (len(first) + cols - 1) // cols, cols, figsize=(4 * cols, 3.4), squeeze=False
+        (len(correlations) + cols - 1) // cols, cols, figsize=(4 * cols, 3.4), squeeze=False
     )
-    edges = [_edge_of(r["group"]) for r in rows]
+    edges = [tuple(r["edges"][0]) for r in rows]
     acc = [r["test_mean"] for r in rows]
-    for ax, c in zip(axes.ravel(), first):
-        files = [
-            os.path.join(workdir, "scores", d, f"{c['aggregation']}.npy")
-            for d in sorted(os.listdir(os.path.join(workdir, "scores")))
-            if d.startswith(f"head{steps}_")
-        ]
-        score = np.mean([np.load(f) for f in files if os.path.exists(f)], axis=0)
+    for ax, c in zip(axes.ravel(), correlations):
+        score = scores[c["aggregation"]]
         ax.scatter([score[e] for e in edges], acc, s=12)
         ax.set_title(f"{c['aggregation']}: rho {c['rho']:.2f} (p {c['p']:.1g})", fontsize=9)
         ax.set_xlabel("score")
         ax.set_ylabel("test accuracy (%)")
-    for ax in axes.ravel()[len(first) :]:
+    for ax in axes.ravel()[len(correlations) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def experiment_random(rows: Sequence[Mapping], path: str) -> None:
@@ -186,9 +160,7 @@ def experiment_random(rows: Sequence[Mapping], path: str) -> None:
     ax.set_xlabel("test accuracy (%), mean over seeds")
     ax.set_ylabel("random sets")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def experiment_lines(rows: Sequence[Mapping], path: str, title: str) -> None:
@@ -199,13 +171,22 @@ def experiment_lines(rows: Sequence[Mapping], path: str, title: str) -> None:
         by_arm.setdefault(r["arm"], []).append(r)
     for arm, points in by_arm.items():
         x = [len(r["edges"]) if title == "e5" else r["trainable_params"] for r in points]
-        std = [0.0 if np.isnan(r["test_std"]) else r["test_std"] for r in points]
+        std = _spread(points)
         ax.errorbar(x, [r["test_mean"] for r in points], yerr=std, marker="o", capsize=3, label=arm)
     ax.set_xscale("log")
     ax.set_xlabel("adapters N" if title == "e5" else "trainable parameters")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title.upper(), fontsize=9)
     ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _spread(rows: Sequence[Mapping]) -> list[float]:
+    """Error-bar half-widths: each row's test std, 0 where one seed gives none."""
+    return [0.0 if np.isnan(r["test_std"]) else r["test_std"] for r in rows]
+
+
+def _save(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

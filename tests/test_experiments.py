@@ -359,7 +359,9 @@ def fake_finished(config, workdir, rng):
     for run in experiments.expand(config):
         folder = os.path.join(workdir, "runs", run.name)
         os.makedirs(folder)
-        edges = [[0, 1]] if run.group.arm != "linear_probe" else []
+        settings = dict(run.group.settings)
+        edges = [list(settings.get("placement.edge", (0, 1)))]
+        edges = [] if run.group.arm == "linear_probe" else edges
         row = {
             "arm": run.group.arm,
             "edges": edges,
