@@ -6,15 +6,11 @@ once (the zero adapters do not change the forward, so each one's gradient at
 W = 0 is the one it has alone) and on single edges one at a time.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_sharding import run_on_8_devices
 
 from gga_jax import graph, scoring
 from gga_jax.models import text, vit
@@ -229,17 +225,6 @@ print(json.dumps({"got": got.tolist(), "want": want.tolist()}))
 
 
 def test_sharded_adapted_scoring_equals_one_device():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "OPENBLAS_NUM_THREADS": "1",
-        "JAX_PLATFORMS": "cpu",
-    }
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=root, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    out = json.loads(run.stdout.splitlines()[-1])
+    out = run_on_8_devices(SHARDED_SCRIPT)
     assert np.all(np.isneginf(np.asarray(out["want"])) == graph.candidate_mask(OWN, DEPTH))
     np.testing.assert_allclose(out["got"], out["want"], rtol=1e-5)

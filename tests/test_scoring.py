@@ -1,14 +1,12 @@
 """SPEC §3: every G_ij from one forward and one backward, and their aggregations."""
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_sharding import run_on_8_devices
 
 from gga_jax import graph, scoring
 from gga_jax.models import vit
@@ -223,18 +221,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def sharded():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "OPENBLAS_NUM_THREADS": "1",
-        "JAX_PLATFORMS": "cpu",
-    }
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=root, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads(run.stdout.splitlines()[-1])
+    return run_on_8_devices(SHARDED_SCRIPT)
 
 
 def test_sharded_scores_equal_unsharded(sharded):
