@@ -33,7 +33,6 @@ No results are recorded: they depend on your data.
 import ml_collections
 
 from gga_jax import defaults
-from gga_jax.models import vit
 
 SOURCES = ("folder", "csv", "jsonl", "npz", "tfds")
 SMALL_VIT = {"width": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768, "patch_size": 4}
@@ -72,7 +71,7 @@ def _small_vit(c: ml_collections.ConfigDict) -> None:
     c.model.kind = "vit"
     c.model.variant = ""
     c.model.pool_type = "tok"
-    c.model.checkpoint = str(vit.SMALL_FMNIST)
+    c.model.checkpoint = "small_fmnist"
     c.model.overrides = SMALL_VIT
     c.data.image_size = 28
     c.adapter.rank = 8

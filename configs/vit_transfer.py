@@ -29,11 +29,7 @@ trainable parameters), linear probe 71.10% (1,930), all-parallel 80.70%
 import ml_collections
 
 from gga_jax import defaults
-from gga_jax.models import vit
 
-CHECKPOINT = vit.SMALL_FMNIST
-# scripts/pretrain_small_vit.py's defaults; load_npz names any mismatch with the file.
-SMALL_VIT = {"width": 192, "depth": 6, "num_heads": 3, "mlp_dim": 768, "patch_size": 4}
 TASKS = ("mnist", "digits")
 ARMS = ("gga", "linear_probe", "all_parallel")
 
@@ -51,8 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.kind = "vit"
     c.model.variant = ""  # the sizes are all in overrides
     c.model.pool_type = "tok"
-    c.model.checkpoint = str(CHECKPOINT)
-    c.model.overrides = SMALL_VIT
+    c.model.checkpoint = "small_fmnist"  # the ViT shipped in gga_jax/assets
+    c.model.overrides = defaults.SMALL_VIT
 
     c.data.source = "offline"
     c.data.name = a["task"]

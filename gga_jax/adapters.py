@@ -175,7 +175,13 @@ def check_linear_edges(edges: tuple[graph.Edge, ...], linear_edges) -> tuple[gra
 
 
 def run_graph(
-    model, x0, steps, perturb_nodes: bool = False, pass1=None, inner_taps: bool = False
+    model,
+    x0,
+    steps,
+    perturb_nodes: bool = False,
+    pass1=None,
+    inner_taps: bool = False,
+    prefix=None,
 ) -> tuple:
     """graph.propagate with `model`'s adapters; call it inside the model's compact __call__.
 
@@ -184,8 +190,9 @@ def run_graph(
     become its submodule `adapters`. With perturb_nodes, every node k gets a
     zero variable `node_{k}` of collection "perturbations", whose gradient is
     dL/dx_k (scoring). pass1 ({i: z_i}) replaces the gradient-free first pass
-    (graph.propagate). inner_taps adds what adapted scoring reads inside a
-    node's update (see `_inner_tap`).
+    (graph.propagate), prefix ({k: x_k}) the frozen nodes before the first
+    target. inner_taps adds what adapted scoring reads inside a node's update
+    (see `_inner_tap`).
     """
     edges = graph.validate_edges(model.edges, model.depth)
     adapt = None
@@ -203,7 +210,7 @@ def run_graph(
         )
     tap = (lambda k, x: model.perturb(f"node_{k}", x)) if perturb_nodes else None
     inner = _inner_tap(model, edges) if inner_taps else None
-    return graph.propagate(x0, steps, edges, adapt, tap, pass1, inner)
+    return graph.propagate(x0, steps, edges, adapt, tap, pass1, inner, prefix)
 
 
 def _inner_tap(model, edges: tuple[graph.Edge, ...]):

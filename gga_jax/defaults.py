@@ -29,7 +29,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.kind = "vit"  # "vit" or "text"
     c.model.variant = "B/16"
     c.model.pool_type = "tok"
-    c.model.checkpoint = ""  # required: a path, "minilm" (text), or "random"
+    c.model.checkpoint = ""  # required: a path, "minilm" (text), "small_fmnist" (ViT), "random"
     c.model.overrides = ml_collections.ConfigDict()  # e.g. {"width": 32, "depth": 2}
 
     c.data = ml_collections.ConfigDict()
@@ -148,6 +148,12 @@ def base() -> ml_collections.ConfigDict:
     # per example (the pipeline has no random augmentation).
     c.train.pass1_cache = True
     c.train.pass1_cache_gib = 8.0
+    # Nodes before the first adapter target equal the frozen backbone's: cache their
+    # values once per example (shared by every run of an experiment on the same data)
+    # and run only the nodes from that target on, in training and evaluation; a linear
+    # probe trains on cached features. Same conditions as pass1_cache.
+    c.train.prefix_cache = True
+    c.train.prefix_cache_gib = 8.0
     # The head every arm starts from: "pretrained" (the run's head pre-training,
     # scoring.head_steps steps, shared by all arms) or "zero"; scored policies always
     # score with the pre-trained head. Either way all arms start alike.
@@ -200,8 +206,6 @@ def offline_backbone(c: ml_collections.ConfigDict, backbone: str) -> None:
     AdamW, weight decay 0.1, polynomial decay, lr 1e-3, batch 32. Both warm up
     for 6% of the steps; sizes are 2000 train / 1000 test examples.
     """
-    from gga_jax.models import vit
-
     if backbone not in OFFLINE_BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; valid: {OFFLINE_BACKBONES}.")
     c.data.source = "offline"
@@ -209,7 +213,7 @@ def offline_backbone(c: ml_collections.ConfigDict, backbone: str) -> None:
     c.data.test_size = 1000
     if backbone == "vit":
         c.model.kind, c.model.variant, c.model.pool_type = "vit", "", "tok"
-        c.model.checkpoint = str(vit.SMALL_FMNIST)
+        c.model.checkpoint = "small_fmnist"
         c.model.overrides = SMALL_VIT
         c.data.name, c.data.image_size = "mnist", 28
         c.train.optimizer, c.train.lr, c.train.batch_size = "sgd", 0.01, 64

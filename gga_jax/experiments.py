@@ -549,6 +549,8 @@ def summarize(config, workdir: str) -> dict[str, Any]:
     summary = {"experiment": config.experiment, "groups": rows}
     if config.experiment == "e4":
         summary["correlations"] = correlations(config, workdir, rows)
+    if config.experiment in ("e1", "e2"):
+        summary["placement_effect"] = placement_effect(rows)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(workdir, "table.csv"), "w") as f:
@@ -635,6 +637,14 @@ def table_markdown(summary: dict) -> str:
             f"| {r['test_mean']:.2f} +- {r['test_std']:.2f} | {r['loss_mean']:.4f} +- "
             f"{r['loss_std']:.4f} | {', '.join(f'{a:.1f}' for a in r['test_accuracy'])} |"
         )
+    effect = summary.get("placement_effect")
+    if effect:
+        lines += [
+            "",
+            f"Placement effect over {effect['groups']} groups: range of the means "
+            f"{effect['range']:.2f} points, pooled seed std {effect['pooled_std']:.2f}, "
+            f"one-way ANOVA F = {effect['f']:.2f}, p = {effect['p']:.2g}.",
+        ]
     for c in summary.get("correlations", ()):
         if c is summary["correlations"][0]:
             lines += [
@@ -662,6 +672,36 @@ def ranks(values) -> np.ndarray:
         tied = a == value
         out[tied] = out[tied].mean()
     return out
+
+
+def placement_effect(rows: Sequence[dict]) -> dict[str, float]:
+    """Does test accuracy depend on the group (the adapter's position) beyond seed noise?
+
+    One-way ANOVA over the groups with at least 2 finished seeds: F = (between-
+    group mean square) / (within-group mean square), p its upper tail under
+    F(k - 1, N - k); also the range of the group means and the pooled seed
+    standard deviation, in accuracy points. NaN where fewer than 2 groups qualify.
+    """
+    from scipy import special
+
+    groups = [np.asarray(r["test_accuracy"], np.float64) for r in rows]
+    groups = [g for g in groups if g.size >= 2]
+    k, total = len(groups), sum(g.size for g in groups)
+    if k < 2:
+        nan = float("nan")
+        return {"groups": k, "f": nan, "p": nan, "range": nan, "pooled_std": nan}
+    grand = np.concatenate(groups).mean()
+    between = sum(g.size * (g.mean() - grand) ** 2 for g in groups) / (k - 1)
+    within = sum(((g - g.mean()) ** 2).sum() for g in groups) / (total - k)
+    f = float(between / within) if within > 0 else float("inf")
+    means = [g.mean() for g in groups]
+    return {
+        "groups": k,
+        "f": f,
+        "p": float(special.fdtrc(k - 1, total - k, f)),
+        "range": float(max(means) - min(means)),
+        "pooled_std": float(np.sqrt(within)),
+    }
 
 
 def spearman(x, y) -> tuple[float, float]:

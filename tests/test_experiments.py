@@ -128,6 +128,22 @@ def test_mean_std_and_spearman_equal_numpy_and_scipy():
         assert p == pytest.approx(ref.pvalue, rel=1e-6)
 
 
+def test_placement_effect_is_scipys_one_way_anova():
+    rng = np.random.default_rng(1)
+    accs = [list(rng.normal(mu, 1.0, size)) for mu, size in ((70, 3), (72, 3), (69, 2), (75, 3))]
+    rows = [{"test_accuracy": a} for a in accs] + [{"test_accuracy": [80.0]}]  # 1 seed: left out
+    effect = experiments.placement_effect(rows)
+    ref = scipy.stats.f_oneway(*accs)
+    assert effect["groups"] == 4
+    assert effect["f"] == pytest.approx(ref.statistic, rel=1e-10)
+    assert effect["p"] == pytest.approx(ref.pvalue, rel=1e-8)
+    means = [np.mean(a) for a in accs]
+    assert effect["range"] == pytest.approx(max(means) - min(means))
+    pooled = sum((len(a) - 1) * np.var(a, ddof=1) for a in accs) / (11 - 4)
+    assert effect["pooled_std"] == pytest.approx(np.sqrt(pooled))
+    assert np.isnan(experiments.placement_effect(rows[-1:])["p"])
+
+
 def test_lr_is_chosen_by_val_accuracy_and_never_by_test():
     rows = [
         {"lr": 1e-3, "val_accuracy": 0.60, "test_accuracy": 0.90},
@@ -164,9 +180,9 @@ def uninterrupted(tmp_path_factory):
     seen = []
     original = pipeline.evaluate_splits
 
-    def spy(config, model, params, splits, partitioner):
+    def spy(config, model, params, splits, partitioner, caches=None):
         seen.append((bool(config.data.final), tuple(config.train.eval_splits)))
-        return original(config, model, params, splits, partitioner)
+        return original(config, model, params, splits, partitioner, caches)
 
     pipeline.evaluate_splits = spy
     try:
@@ -402,3 +418,23 @@ def test_summary_tables_and_figures_of_each_experiment(name, tmp_path):
         assert len(correlations) == 2 * len(c.head_steps) * len(c.aggregations)
         assert (tmp_path / "e4_scatter.png").exists()
         assert "Spearman rho" in (tmp_path / "table.md").read_text()
+
+
+def test_runs_sharing_node_caches_give_the_results_of_full_forwards(tmp_path):
+    """A single adapter and a linear probe on cached frozen nodes (an experiment's
+    shared cache) train and evaluate as with every node computed."""
+
+    def results(prefix_cache, cache, name):
+        c = load("e1", "smoke").base
+        c.arms = ("single", "linear_probe")
+        c.placement.edge = (2, 3)
+        c.train.steps, c.train.prefix_cache = 4, prefix_cache
+        c.lock()
+        return pipeline.run(c, str(tmp_path / name), cache)["arms"]
+
+    shared = {}
+    cached = results(True, shared, "cached")
+    assert sorted(len(json.loads(k[1])["nodes"]) for k in shared if k[0] == "nodes") == [1] * 4
+    for got, want in zip(cached, results(False, None, "full")):
+        for key in ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "final_train_loss"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (got["arm"], key)

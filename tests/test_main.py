@@ -208,26 +208,60 @@ def main_config():
     return default.get_config("smoke")
 
 
-def test_pass1_cache_only_when_it_pays_and_fits():
+def test_node_caches_only_where_they_pay_and_fit():
     import jax
-    import ml_collections
 
-    from gga_jax import data
+    from gga_jax import data, defaults
     from gga_jax.models import vit
 
     model = vit.Model(
-        3, width=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4, edges=((4, 0), (0, 1))
+        3, width=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4, edges=((4, 0), (2, 3))
     )
     split = data.Split(np.zeros((10, 8, 8, 3), np.float32), np.zeros(10, np.int32))
+    splits = {"train": split, "test": split}
     params = jax.jit(model.init)(jax.random.PRNGKey(0), split.inputs[:1])["params"]
-    t = ml_collections.ConfigDict(
-        dict(steps=3, batch_size=4, eval_batch_size=4, pass1_cache=True, pass1_cache_gib=1.0)
-    )
-    cache = pipeline.pass1_cache(t, model, params, split)  # 12 examples drawn from 10
-    assert sorted(cache) == [4] and cache[4].shape == (10, 5, 16)
-    t.steps = 2  # 8 drawn from 10: a cache would cost more than it saves
-    assert pipeline.pass1_cache(t, model, params, split) is None
-    t.steps, t.pass1_cache_gib = 3, 10 * 5 * 16 * 4 / 2**30 * 0.99  # does not fit
-    assert pipeline.pass1_cache(t, model, params, split) is None
-    t.pass1_cache_gib, t.pass1_cache = 1.0, False
-    assert pipeline.pass1_cache(t, model, params, split) is None
+    c = defaults.base()
+    c.model.checkpoint = "random"
+    c.train.update(steps=3, batch_size=4, eval_batch_size=4)
+
+    def cache(name="train", mode="adapters", shared=None):
+        m = model if mode == "adapters" else model.clone(edges=())
+        return pipeline.node_cache(c, m, params, splits, name, mode, shared)
+
+    got = cache()  # 12 examples drawn from 10: pass 1 of node 4, the prefix of target 0: none
+    assert sorted(got) == ["pass1"] and got["pass1"][4].shape == (10, 5, 16)
+    assert sorted(cache(mode="linear_probe")["prefix"]) == [4]  # the head's input
+    assert cache(mode="full_finetune") is None
+    assert cache("test") is None  # evaluated once: a cache would cost what it saves
+    c.train.steps = 2  # 8 drawn from 10
+    assert cache() is None
+    shared = {}  # an experiment's cache: every run on this data shares the values
+    first = cache("test", "linear_probe", shared)
+    assert cache("test", "linear_probe", shared)["prefix"] is first["prefix"]
+    c.train.steps, c.train.pass1_cache_gib = 3, 10 * 5 * 16 * 4 / 2**30 * 0.99  # does not fit
+    assert cache() is None
+    c.train.pass1_cache_gib, c.train.pass1_cache = 1.0, False
+    assert cache() is None
+    c.train.prefix_cache = False
+    assert cache(mode="linear_probe") is None
+
+
+def test_memo_keeps_the_most_recently_used_values_of_a_kind():
+    shared = {}
+    for key in (1, 2, 1, 3):
+        pipeline.memo(shared, "nodes", key, lambda k=key: k, keep=2)
+    pipeline.memo(shared, "data", 0, lambda: 0, keep=2)
+    assert [(kind, int(key)) for kind, key in shared] == [("nodes", 1), ("nodes", 3), ("data", 0)]
+
+
+def test_the_shipped_vit_is_named_by_an_alias_that_resolves_anywhere():
+    from gga_jax import defaults, validation
+    from gga_jax.models import vit
+
+    assert pipeline.resolve("small_fmnist") == str(vit.SMALL_FMNIST)
+    assert pipeline.resolve("/some/w.npz") == "/some/w.npz"
+    c = defaults.base()
+    defaults.offline_backbone(c, "vit")
+    assert c.model.checkpoint == "small_fmnist" and not validation._check_checkpoint(c)
+    c.model.kind = "text"
+    assert validation._check_checkpoint(c) == ["model.checkpoint = 'small_fmnist' is a ViT"]

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gga_jax import checkpoints, train
+from gga_jax import checkpoints, graph, train
 from gga_jax.models import vit
 
 EDGES = ((0, 1), (2, 4), (3, 3), (4, 0))
@@ -228,7 +228,7 @@ def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(
 
     params = init(model)
     config = train_config(steps=6, checkpoint_every=100)
-    cache = train.pass1_values(model, params, inputs, batch_size=3)
+    cache = train.plain_values(model, params, inputs, 3, graph.recurrent_sources(model.edges))
     plain = model.clone(edges=()).apply({"params": params}, inputs, return_nodes=True)[1]
     assert sorted(cache) == [3, 4]
     np.testing.assert_allclose(cache[4], plain["nodes"][4], atol=1e-6)
@@ -239,7 +239,7 @@ def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(
         epochs,
         config,
         str(tmp_path / "a"),
-        pass1=cache,
+        cache={"pass1": cache},
     )
     recomputed, _ = train.fit(
         model, params, train.TRAINABLE["adapters"], epochs, config, str(tmp_path / "b")
@@ -261,3 +261,61 @@ def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(
 
     # Pass 1 up to node 4 is the whole 2-block backbone: a third of the step's FLOPs.
     assert flops(batch) / flops(with_cache) > 1.3
+
+
+@pytest.mark.parametrize("edges", [((3, 4),), ((1, 4), (3, 3)), ()])
+def test_a_prefix_cache_trains_and_evaluates_like_the_full_forward(tmp_path, edges):
+    """Cached nodes before the first target (a linear probe: the last node) change
+    nothing but the FLOPs: same parameters after 6 steps, same evaluation."""
+    model = tiny(edges)
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 8).astype(np.int32)
+
+    def epochs(start):
+        for s in itertools.count(start):
+            index = np.roll(np.arange(8), s)[:4]
+            yield {"inputs": inputs[index], "labels": labels[index], "index": index}
+
+    params = init(model)
+    nodes = graph.prefix_nodes(edges, 5)
+    assert nodes == {(): (4,), ((3, 4),): (3,), ((1, 4), (3, 3)): (1, 2)}[edges]
+    cache = {"prefix": train.plain_values(model, params, inputs, 3, nodes)}
+    pattern = train.TRAINABLE["adapters" if edges else "linear_probe"]
+    config = train_config(steps=6, checkpoint_every=100)
+    fits = [
+        train.fit(model, params, pattern, epochs, config, str(tmp_path / d), cache=c)
+        for d, c in (("cached", cache), ("full", None))
+    ]
+    for name, value in train.flatten(fits[1][0]).items():
+        np.testing.assert_allclose(train.flatten(fits[0][0])[name], value, atol=1e-6, err_msg=name)
+    assert fits[0][1]["final_train_loss"] == pytest.approx(fits[1][1]["final_train_loss"], 1e-6)
+
+    step = train.make_eval_step(model)
+    batch = {"inputs": inputs, "labels": labels, "mask": np.ones(8, bool), "index": np.arange(8)}
+    cached = train.evaluate(step, fits[1][0], [dict(batch)], cache=cache)
+    assert cached == pytest.approx(train.evaluate(step, fits[1][0], [dict(batch)]), rel=1e-6)
+
+    opt = train.optimizer(config, 6)
+    trainable, frozen = train.partition(params, pattern)
+    plain = {"inputs": inputs[:4], "labels": labels[:4]}
+    given = dict(plain, prefix={k: v[:4] for k, v in cache["prefix"].items()})
+
+    def flops(b):
+        step = train.make_train_step(model, opt)
+        return (
+            step.lower(trainable, frozen, opt.init(trainable), b).compile().cost_analysis()["flops"]
+        )
+
+    # The first target is node 4 of 5 (or none): the cached step skips the forward
+    # through node 3, its embedding included.
+    assert flops(plain) / flops(given) > (2.0 if nodes[-1] >= 3 else 1.0)
+
+
+def test_a_prefix_reaching_the_first_target_is_refused():
+    model = tiny(((3, 4),))
+    params = init(model)
+    x = np.zeros((2, 8, 8, 3), np.float32)
+    node = np.zeros((2, 5, 16), np.float32)
+    with pytest.raises(ValueError, match=r"prefix holds nodes \[4\], at or after the first"):
+        model.apply({"params": params}, x, prefix={3: node, 4: node})

@@ -309,6 +309,7 @@ class _Model(nn.Module):
         perturb_nodes: bool = False,
         pass1=None,
         inner_taps: bool = False,
+        prefix=None,
     ):
         """Logits (B, num_classes) for a token batch; with return_nodes, (logits, out).
 
@@ -318,8 +319,8 @@ class _Model(nn.Module):
         n = 2L + 1 node values, each float32 (B, T, width); out["pre_logits"]
         the pooled (B, width) representation. perturb_nodes adds a zero variable
         `node_{k}` of collection "perturbations" at every node, whose gradient is
-        the cotangent dL/dx_k (used by scoring). pass1 and inner_taps are as for
-        the ViT (vit._Model.__call__).
+        the cotangent dL/dx_k (used by scoring). pass1, inner_taps and prefix are
+        as for the ViT (vit._Model.__call__).
         """
         ids, keep, types = _unpack(inputs)
         self._check(ids.shape[1])
@@ -341,7 +342,7 @@ class _Model(nn.Module):
         )
         x0 = embeddings(ids, position_ids(ids, self.kind, self.pad_token_id), types)
         steps = [lambda x, k=k: encoder.step(k, x, keep) for k in range(1, 2 * self.depth + 1)]
-        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps, prefix)
         # Post-LN: the last node is already normalised, there is no final norm.
         pre_logits = self._pool(nodes[-1], keep)
         return models.classify(self, pre_logits, nodes, return_nodes)

@@ -306,6 +306,7 @@ class _Model(nn.Module):
         perturb_nodes: bool = False,
         pass1=None,
         inner_taps: bool = False,
+        prefix=None,
     ):
         """Logits (B, num_classes) for NHWC images; with return_nodes, (logits, out).
 
@@ -315,7 +316,10 @@ class _Model(nn.Module):
         gradient is the cotangent dL/dx_k (used by scoring). pass1, {i: (B, T, d)}
         plain node values of these images at the recurrent sources, skips the
         first pass of the two-pass forward. inner_taps adds adapted scoring's
-        taps inside the nodes' updates (adapters.run_graph).
+        taps inside the nodes' updates (adapters.run_graph). prefix, {k: (B, T, d)}
+        plain values of the nodes before the first adapter target
+        (graph.prefix_nodes), skips computing them: a step then costs only the
+        nodes from that target on.
         """
         encoder = Encoder(
             self.depth,
@@ -327,7 +331,7 @@ class _Model(nn.Module):
         )
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
         x0 = self._embed(image)
-        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps)
+        nodes = adapters_lib.run_graph(self, x0, steps, perturb_nodes, pass1, inner_taps, prefix)
         pre_logits = self._pool(encoder.norm(nodes[-1]))
         return models.classify(self, pre_logits, nodes, return_nodes)
 
