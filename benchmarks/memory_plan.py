@@ -13,7 +13,7 @@ own process on that many forced CPU devices, so the compiled sizes are those
 of XLA's CPU backend, whose scheduler does not bound live memory the way the
 TPU/GPU latency-hiding schedulers do; read them as estimates.
 
-Models (the paper's recipes, SPEC §5): ViT-B/16 as configs/vit_inat18.py with
+Models (the paper's recipes, docs/spec.md §5): ViT-B/16 as configs/vit_inat18.py with
 train and scoring batch 512, data parallel; ViT-g/14 as configs/vit_g14.py
 (batch 128, scoring 512 examples), fully sharded (FSDP) over every device.
 Adapters: GGA's count (24 / 40) and rank (128 / 32) as parallel stand-ins.

@@ -61,7 +61,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNKS = (None, 1, 8, 32, 128)
 CHUNK_DEVICES = (1, 8)  # Device counts the chunk sweep runs on.
 NUM_CLASSES = 10
-# SPEC §7: a placement with recurrent edges may cost at most 1.5x the step without; the
+# docs/spec.md §7: a placement with recurrent edges may cost at most 1.5x the step without; the
 # issue asks for 1.33x, i.e. one extra gradient-free forward on top of forward + backward.
 RECURRENT_TARGET, RECURRENT_LIMIT = 1.33, 1.5
 
@@ -157,7 +157,7 @@ def train_runner(model, params, partitioner, images, labels, steps: int, cached=
     """(run, GFLOP per step): run() does `steps` train steps and returns the last metrics.
 
     The step is `train.make_train_step` with the adapters-and-head trainable set,
-    the run's optimizer (SPEC §5 SGD) and shardings from `train.state_shardings`;
+    the run's optimizer (docs/spec.md §5 SGD) and shardings from `train.state_shardings`;
     the GFLOP are XLA's cost analysis of the compiled step (per device). With
     `cached`, the batch carries its pass-1 values (train.pass1_values), as a run
     with main's pass-1 cache feeds them after the first epoch. Like the inputs,
@@ -501,7 +501,8 @@ def recurrent_rows(figures: dict, prefix: str = "") -> None:
 def print_recurrent_note() -> None:
     print(
         f"\nRecurrent overhead (target <= {RECURRENT_TARGET}x the step without recurrent edges, "
-        f"SPEC §7 <= {RECURRENT_LIMIT}x). GFLOP: XLA's cost analysis of the compiled step, per "
+        f"docs/spec.md §7 <= {RECURRENT_LIMIT}x). GFLOP: XLA's cost analysis of the compiled "
+        "step, per "
         "device; plain forwards/step: that over the XLA GFLOP of one plain forward of the batch. "
         "Timed repeats alternate between the placements.\n"
     )

@@ -1,4 +1,4 @@
-"""All-edge scoring (SPEC §3) against one backward pass per edge, on one model and batch.
+"""All-edge scoring (docs/spec.md §3) against one backward pass per edge, on one model and batch.
 
 The naive way to get the linear-adapter gradient G_ij of every edge is to put a
 zero d x d adapter on that edge alone and differentiate: n^2 forward + backward
@@ -6,7 +6,7 @@ passes. `scoring.edge_gradients` gets all n^2 from one forward and one
 backward. This script times both on the same random-init ViT (the head gets a
 random non-zero kernel so that the gradients are not all zero), checks that the
 naive gradient of every sampled edge equals the corresponding G_ij, and prints
-the speed-up and the SPEC §7 FLOP counts.
+the speed-up and the docs/spec.md §7 FLOP counts.
 
     PYTHONPATH=. python benchmarks/score_edges.py
 
@@ -18,7 +18,7 @@ products and the batched SVD take about a third each); the naive method
 speed-up 149-199x for edge_gradients and 104-169x for score_edges. Naive and
 all-edge gradients agree to 1.6e-6 (max |difference| / max |G_ij|). Scoring
 matmuls: 72.65 GFLOP here; ViT-B/16 at 224 px with 512 examples, 74.37 TFLOP
-(SPEC §7: ~74.3). XLA counts 115.8 GFLOP for the compiled edge_gradients
+(docs/spec.md §7: ~74.3). XLA counts 115.8 GFLOP for the compiled edge_gradients
 (forward, backward and products).
 """
 
@@ -123,7 +123,7 @@ def naive_gradient_fn(args, edge, params, images, labels):
 
 
 def spec_flops(num_examples: int, seq_len: int, width: int, n: int) -> float:
-    """SPEC §7 as written: D n^2 (2 n_seq - 1) d^2 + (D n^2 d^2 + n^2 d^2)."""
+    """docs/spec.md §7 as written: D n^2 (2 n_seq - 1) d^2 + (D n^2 d^2 + n^2 d^2)."""
     d2, n2 = width**2, n**2
     return num_examples * n2 * (2 * seq_len - 1) * d2 + (num_examples * n2 * d2 + n2 * d2)
 
@@ -196,12 +196,13 @@ def time_naive(args, depth, params, images, labels, g) -> float:
 
 
 def print_flops(args, model, params, images, labels, seq_len, t_all):
-    """Scoring-matmul FLOPs (ours vs SPEC §7) here and for ViT-B/16, and XLA's count."""
+    """Scoring-matmul FLOPs (ours vs docs/spec.md §7) here and for ViT-B/16, and XLA's count."""
     n = graph.num_nodes(model.depth)
     ours = scoring.scoring_flops(args.batch, seq_len, model.width, n * n)["total"]
     spec = spec_flops(args.batch, seq_len, model.width, n)
     print(
-        f"this config: scoring_flops {ours / 1e9:.2f} GFLOP, SPEC §7 formula {spec / 1e9:.2f} GFLOP"
+        f"this config: scoring_flops {ours / 1e9:.2f} GFLOP, "
+        f"docs/spec.md §7 formula {spec / 1e9:.2f} GFLOP"
     )
     b16 = vit.decode_variant("B/16")
     n, seq_len = graph.num_nodes(b16["depth"]), (224 // 16) ** 2 + 1
@@ -209,7 +210,7 @@ def print_flops(args, model, params, images, labels, seq_len, t_all):
     spec = spec_flops(512, seq_len, b16["width"], n)
     print(
         f"ViT-B/16, 224 px, 512 examples: scoring_flops {ours / 1e12:.2f} TFLOP, "
-        f"SPEC §7 formula {spec / 1e12:.2f} TFLOP (SPEC text: ~74.3)"
+        f"docs/spec.md §7 formula {spec / 1e12:.2f} TFLOP (SPEC text: ~74.3)"
     )
     flops = xla_flops(model, params, images, labels, args.micro_batch)
     if flops is None:
@@ -256,7 +257,7 @@ def main():
     print(f"naive / edge_gradients: {t_naive:.1f} s / {t_all:.3f} s = {t_naive / t_all:.0f}x")
     print(f"naive / score_edges:    {t_naive:.1f} s / {t_score:.3f} s = {t_naive / t_score:.0f}x")
 
-    print("\n== FLOPs of the scoring matmuls (SPEC §7) ==")
+    print("\n== FLOPs of the scoring matmuls (docs/spec.md §7) ==")
     print_flops(args, model, params, images, labels, seq_len, t_all)
     print(f"1-min load average at the end: {os.getloadavg()[0]:.2f} (other processes skew timings)")
 

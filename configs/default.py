@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.scoring.head_steps = 25
     c.scoring.head_lr = 1e-2
 
-    # SPEC §5 text recipe: AdamW, weight decay 0.1, polynomial decay, 6% warm-up.
+    # docs/spec.md §5 text recipe: AdamW, weight decay 0.1, polynomial decay, 6% warm-up.
     c.train.optimizer = "adamw"
     c.train.weight_decay = 0.1
     c.train.schedule = "polynomial"

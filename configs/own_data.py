@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _small_vit(c: ml_collections.ConfigDict) -> None:
-    """configs/vit_transfer.py's backbone and recipe (SPEC §5 vision)."""
+    """configs/vit_transfer.py's backbone and recipe (docs/spec.md §5 vision)."""
     c.model.kind = "vit"
     c.model.variant = ""
     c.model.pool_type = "tok"
@@ -84,7 +84,7 @@ def _small_vit(c: ml_collections.ConfigDict) -> None:
 
 
 def _minilm(c: ml_collections.ConfigDict) -> None:
-    """configs/default.py's backbone and recipe (SPEC §5 text)."""
+    """configs/default.py's backbone and recipe (docs/spec.md §5 text)."""
     c.model.kind = "text"
     c.model.variant = "minilm-l6"
     c.model.pool_type = "mean"

@@ -10,7 +10,7 @@ full fine-tuning), variant (minilm-l6, bert-base, bert-large, roberta-base;
 default bert-base). The checkpoint is a Hugging Face BertModel/RobertaModel
 safetensors file whose directory holds tokenizer.json. tfds `glue/sst2` and
 `glue/mnli`: dev (MNLI matched) is the test set, 10% of train is held out as
-val. Recipe (SPEC §5): AdamW, weight decay 0.1, polynomial decay with 6%
+val. Recipe (docs/spec.md §5): AdamW, weight decay 0.1, polynomial decay with 6%
 warm-up, SST2 10 epochs, MNLI 3 epochs, batch 32, max length 128.
 """
 

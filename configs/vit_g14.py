@@ -7,16 +7,16 @@
 The paper (Appendix A.6) fine-tunes ViT-g/14 (Zhai et al. 2022: width 1408,
 40 blocks, MLP 6144, 16 heads, MAP pooling, no cls token; 1,036,448,384
 parameters at 224 px without a head) on iNat18. The baseline puts parallel
-adapters only around the 40 FFN blocks (SPEC §4 "ffn_parallel"); GGA picks the
+adapters only around the 40 FFN blocks (docs/spec.md §4 "ffn_parallel"); GGA picks the
 same number, 40, from all 81^2 = 6561 edges with the stronger discount
 gamma = 0.8. Both are run for r in {4, 8, 32, 128}; the paper reports the mean
 over 3 seeds (--config.seed) and finds GGA ahead at every rank, most at small r.
 Arguments (comma-separated key=value):
-  policy  gga (default), ffn_parallel, or any other arm of SPEC §4.
+  policy  gga (default), ffn_parallel, or any other arm of docs/spec.md §4.
   rank    adapter rank r: 4, 8, 32 or 128 (default 32).
   task    an image task of gga_jax.data.TFDS_TASKS (default i_naturalist2018).
   num     adapters GGA places (default 40); lr (default 0.01); steps (default 20000).
-Recipe as configs/vit_inat18.py (SPEC §5): SGD momentum 0.9, cosine, 500
+Recipe as configs/vit_inat18.py (docs/spec.md §5): SGD momentum 0.9, cosine, 500
 warm-up steps, batch 128, scoring on 512 examples after 2.5% head steps.
 Memory: pure FSDP over every device (config.mesh); scoring holds G sharded
 over the edges and passes the node rows round the devices, micro-batches of 64

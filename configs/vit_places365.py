@@ -5,7 +5,7 @@
         --config.data.data_dir=gs://your-bucket/tensorflow_datasets
 
 tfds `places365_small`: its validation split is the test set and 1% of train is
-held out as val. Recipe (SPEC §5): SGD momentum 0.9, cosine, 500 warm-up steps,
+held out as val. Recipe (docs/spec.md §5): SGD momentum 0.9, cosine, 500 warm-up steps,
 batch 128, 20000 steps, lr 0.01, rank 128 for all-parallel, scoring on 512
 examples after 500 head steps (2.5%). Arguments: policy, num, lr, rank.
 Note: gga_jax.data materialises splits in host memory, which Places365 train

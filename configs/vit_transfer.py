@@ -17,9 +17,9 @@ Arms, each trained for the same steps from the same backbone:
   linear_probe  the head alone;
   all_parallel  the 12 parallel edges (k, k + 1), the PA baseline.
 Arguments (comma-separated key=value): task (mnist or digits, default mnist);
-policy (one arm of SPEC §4 instead of the three above); num (default 6);
+policy (one arm of docs/spec.md §4 instead of the three above); num (default 6);
 rank (default 8); steps (default 500); lr (default 0.01).
-Recipe (SPEC §5 vision): SGD momentum 0.9, cosine schedule, batch 64; 50
+Recipe (docs/spec.md §5 vision): SGD momentum 0.9, cosine schedule, batch 64; 50
 warm-up steps (10%) rather than VTAB's 500, which would last the whole run.
 Measured (task=mnist, 2-core CPU, one seed): GGA 82.90% (6 adapters, 23,872
 trainable parameters), linear probe 71.10% (1,930), all-parallel 80.70%

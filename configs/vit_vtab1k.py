@@ -10,7 +10,7 @@ Arguments (comma-separated key=value):
           ffn_parallel, all_sequential, linear_probe, full_finetune; default gga.
   num     adapters to place (default 24); steps (500 or 2000, default 500);
           lr (default 0.01); final (1: train on train800val200, test on test).
-Recipe (SPEC §5): SGD momentum 0.9, cosine schedule, 500 warm-up steps (capped
+Recipe (docs/spec.md §5): SGD momentum 0.9, cosine schedule, 500 warm-up steps (capped
 at the run length), batch 64, rank 8, scoring on the 800 training examples.
 The paper reports means over 3 seeds (--config.seed). The real checkpoint and
 prepared tfds data are needed; nothing is downloaded.

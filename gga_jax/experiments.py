@@ -46,7 +46,7 @@ import numpy as np
 from gga_jax import cli, defaults, graph, pipeline, plots, scoring, sharding, validation
 
 EXPERIMENTS = ("e1", "e2", "e3", "e4", "e5", "e6")
-# E5's policies: the number-of-edges policies of SPEC §4 and iterative GGA.
+# E5's policies: the number-of-edges policies of docs/spec.md §4 and iterative GGA.
 E5_POLICIES = ("gga", "top_k", "random", "first_k", "last_k", "iterative_gga")
 E3_BASELINES = ("all_parallel", "all_sequential", "linear_probe", "full_finetune")
 
@@ -58,7 +58,7 @@ def base_sweep() -> ml_collections.ConfigDict:
     c.base = ml_collections.ConfigDict()  # a complete pipeline config (gga_jax.defaults.base())
     c.seeds = (0, 1, 2)  # final runs: mean and standard deviation over these
     c.lrs = (1e-3, 1e-2)  # the grid; one value skips the select runs
-    # Per-arm grids replacing lrs, e.g. {"full_finetune": (1e-5, 1e-4)} (SPEC §5).
+    # Per-arm grids replacing lrs, e.g. {"full_finetune": (1e-5, 1e-4)} (docs/spec.md §5).
     c.arm_lrs = ml_collections.ConfigDict()
     c.select_seeds = (0,)  # seeds of the select runs
     c.nums = (1, 3, 6, 12, 24)  # E5: N, capped at what each policy can place

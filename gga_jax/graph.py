@@ -1,4 +1,4 @@
-"""The adapter graph of SPEC §1: nodes are residual-stream states, edges are adapters.
+"""The adapter graph of docs/spec.md §1: nodes are residual-stream states, edges are adapters.
 
 A transformer with L blocks has n = 2L + 1 nodes: node 0 is the embedding
 output, node 2l + 1 the residual output of block l's attention sub-block and
@@ -80,7 +80,7 @@ def validate_edges(edges: Iterable[Sequence[int]], num_layers: int) -> tuple[Edg
 
 
 def candidates(num_layers: int, stride: int = 1, recurrent: bool = True) -> tuple[Edge, ...]:
-    """The candidate edges of SPEC §4 in row-major order.
+    """The candidate edges of docs/spec.md §4 in row-major order.
 
     Args:
       num_layers: number of transformer blocks L (n = 2L + 1 nodes).
@@ -144,7 +144,7 @@ def propagate(
     inner_tap: Callable[[str, int, Any], Any] | None = None,
     prefix: Mapping[int, Any] | None = None,
 ) -> tuple[Any, ...]:
-    """The adapted forward of SPEC §1 over the nodes; returns all n node values.
+    """The adapted forward of docs/spec.md §1 over the nodes; returns all n node values.
 
     Args:
       x0: the embedding output (node 0 before any adapter).

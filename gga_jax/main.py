@@ -93,7 +93,7 @@ def listing(what: str, config=None) -> str:
 
 
 ARM_HELP = {
-    "gga": "gga: pre-train the head, score all edges, GGA picks placement.num (SPEC §4)",
+    "gga": "gga: pre-train the head, score all edges, GGA picks placement.num (docs/spec.md §4)",
     "top_k": "top_k: the placement.num best-scoring edges",
     "iterative_gga": "iterative_gga: GGA in placement.iterative_rounds rounds, training and "
     "re-scoring between them",

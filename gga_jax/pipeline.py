@@ -1,8 +1,8 @@
 """A run: one config in, one workdir out (the CLI, gga_jax.main, is its front).
 
 A run is a list of arms (config.arms) sharing data and backbone. An adapter arm
-(any placement policy of SPEC §4) pre-trains the head, scores every edge
-(SPEC §3) when its policy needs scores, places adapters, trains adapters + head
+(any placement policy of docs/spec.md §4) pre-trains the head, scores every edge
+(docs/spec.md §3) when its policy needs scores, places adapters, trains adapters + head
 and evaluates; "linear_probe" and "full_finetune" train the head or everything;
 "tina:<base>" prunes the adapters on <base>'s edges cycle by cycle (gga_jax.tina).
 Each arm writes into workdir/<arm>/ and resumes from its latest checkpoint when
@@ -275,7 +275,7 @@ def head_steps(config) -> int:
 
 
 def pretrained_head(config, factory, params, splits, workdir, partitioner, cache=None):
-    """params with the run's pre-trained head (SPEC §3 step 1), trained once per run.
+    """params with the run's pre-trained head (docs/spec.md §3 step 1), trained once per run.
 
     The head alone trains head_steps(config) steps at scoring.head_lr (0: train.lr)
     on batches in the order of seed + 1, in workdir/head/. Every arm starts from
@@ -357,7 +357,7 @@ def scoring_rows(num_examples: int, num: int, seed: int) -> np.ndarray:
 
 
 def load_or_score(config, model, params, split, arm_dir, partitioner, cache=None):
-    """The (n, n) score matrix of SPEC §3 on scoring.num_examples train examples.
+    """The (n, n) score matrix of docs/spec.md §3 on scoring.num_examples train examples.
 
     The examples are drawn by config.seed (scoring_rows). The edges are split
     over the devices of the mesh (scoring.score_edges), one device included:

@@ -1,11 +1,11 @@
-"""Placement policies of SPEC §4: which edges of the adapter graph get adapters.
+"""Placement policies of docs/spec.md §4: which edges of the adapter graph get adapters.
 
 GGA (the paper's Algorithm 1) picks edges greedily from a score matrix s of
 shape (n, n), n = 2L + 1, damping the scores near each pick so that the chosen
 adapters spread over the graph. The baselines (top-k, random, first-k, last-k,
 all-parallel, FFN-parallel, all-sequential, single edge) are what the paper
 compares it with. Every policy returns an ordered list of unique (int, int)
-edges; `place` selects one by name, as configs do. `iterative_gga` (SPEC §9)
+edges; `place` selects one by name, as configs do. `iterative_gga` (docs/spec.md §9)
 alternates GGA rounds with training the placed adapters and re-scoring.
 
 Plain NumPy in float64: placement runs once per experiment on a small matrix,
@@ -33,7 +33,7 @@ def _is_int(value) -> bool:
 def _check_scores(scores) -> tuple[np.ndarray, np.ndarray]:
     """Returns a float64 copy of `scores` and its candidate mask (finite entries).
 
-    SPEC §4: -inf marks a non-candidate; NaN and +inf have no meaning as a
+    docs/spec.md §4: -inf marks a non-candidate; NaN and +inf have no meaning as a
     score, so they are rejected rather than silently ranked.
     """
     s = np.array(scores, dtype=np.float64)
@@ -75,12 +75,12 @@ def _check_informative(s: np.ndarray, live: np.ndarray, num: int) -> None:
         raise ValueError(
             f"all {values.size} candidate scores equal {values[0]:g}, so picking {num} of them "
             f"would follow tie-breaking alone; scores from a zero or untrained head are all "
-            f"zero: pre-train the head before scoring (SPEC §3 step 1)."
+            f"zero: pre-train the head before scoring (docs/spec.md §3 step 1)."
         )
 
 
 def _check_gamma(gamma) -> float:
-    # SPEC §4: gamma in [0, 1). gamma = 1 would zero every score after the
+    # docs/spec.md §4: gamma in [0, 1). gamma = 1 would zero every score after the
     # first pick; gamma < 0 would make the damping oscillate in sign.
     if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 <= gamma < 1:
         raise ValueError(f"gamma must be a real number in [0, 1), got {gamma!r}.")
@@ -103,7 +103,7 @@ def _check_picked(picked, n: int) -> list[Edge]:
 
 
 def gga(scores, num: int, gamma: float = 0.6, picked: Sequence[Edge] = ()) -> list[Edge]:
-    """Greedy Gradient-based Adapter placement (SPEC §4, paper Algorithm 1).
+    """Greedy Gradient-based Adapter placement (docs/spec.md §4, paper Algorithm 1).
 
     Repeats `num` times: pick (k, l) = argmax s over the edges not yet picked,
     then multiply s elementwise by d(i, j) = 1 - gamma**(|i - k| + |j - l|).
@@ -145,13 +145,13 @@ def gga(scores, num: int, gamma: float = 0.6, picked: Sequence[Edge] = ()) -> li
     new = []
     for _ in range(num):
         # np.argmax returns the first maximum in row-major order, i.e. ties go
-        # to the smallest (i, j) (SPEC §4). Picked edges are masked out
+        # to the smallest (i, j) (docs/spec.md §4). Picked edges are masked out
         # explicitly: their score is 0 after the damping, which could still be
         # the maximum when the remaining scores are 0 or negative.
         row, col = np.unravel_index(np.argmax(np.where(live, s, -np.inf)), (n, n))
         new.append((int(row), int(col)))
         live[row, col] = False
-        # SPEC §4: the distance is to the picked edge (k, l) = (row, col). The
+        # docs/spec.md §4: the distance is to the picked edge (k, l) = (row, col). The
         # paper writes (l, k); that is a typo, since it would not zero the
         # picked edge and could pick it twice.
         s *= factor[np.abs(rows - row) + np.abs(cols - col)]
@@ -166,7 +166,7 @@ def iterative_gga(
     gamma: float = 0.6,
     rescore: bool = True,
 ) -> list[Edge]:
-    """Iterative GGA (SPEC §9, the GGA paper's future work): pick k, train, re-score, repeat.
+    """Iterative GGA (docs/spec.md §9, the paper's future work): pick k, train, re-score, repeat.
 
     Each round picks min(k, num - placed) edges with `gga(scores, ...,
     picked=placed)`; while edges remain, train(placed) trains the adapters on
@@ -206,7 +206,7 @@ def iterative_gga(
 
 
 def top_k(scores, num: int) -> list[Edge]:
-    """The `num` highest-scoring candidates of an (n, n) score matrix (SPEC §4).
+    """The `num` highest-scoring candidates of an (n, n) score matrix (docs/spec.md §4).
 
     Ordered by decreasing score, ties by the smallest (i, j); -inf marks a
     non-candidate.
@@ -223,7 +223,7 @@ def top_k(scores, num: int) -> list[Edge]:
 def random_edges(
     num_layers: int, num: int, seed: int, candidates: Sequence[Edge] | None = None
 ) -> list[Edge]:
-    """`num` edges drawn uniformly without replacement (SPEC §4 random baseline).
+    """`num` edges drawn uniformly without replacement (docs/spec.md §4 random baseline).
 
     Args:
       num_layers: number of transformer blocks L.
@@ -246,13 +246,13 @@ def random_edges(
 
 
 def all_parallel(num_layers: int) -> list[Edge]:
-    """All 2L parallel edges (k, k + 1), k = 0..2L-1 (SPEC §4, "PA")."""
+    """All 2L parallel edges (k, k + 1), k = 0..2L-1 (docs/spec.md §4, "PA")."""
     n = graph.num_nodes(num_layers)
     return [(k, k + 1) for k in range(n - 1)]
 
 
 def first_k(num_layers: int, num: int) -> list[Edge]:
-    """The first `num` parallel edges (0, 1), (1, 2), ... (SPEC §4)."""
+    """The first `num` parallel edges (0, 1), (1, 2), ... (docs/spec.md §4)."""
     edges = all_parallel(num_layers)
     return edges[: _check_num(num, len(edges), "parallel edges")]
 
@@ -264,19 +264,19 @@ def last_k(num_layers: int, num: int) -> list[Edge]:
 
 
 def ffn_parallel(num_layers: int) -> list[Edge]:
-    """The L parallel edges across the MLP sub-blocks, (2l + 1, 2l + 2) (SPEC §4)."""
+    """The L parallel edges across the MLP sub-blocks, (2l + 1, 2l + 2) (docs/spec.md §4)."""
     graph.num_nodes(num_layers)  # Validates num_layers.
     return [(2 * block + 1, 2 * block + 2) for block in range(num_layers)]
 
 
 def all_sequential(num_layers: int) -> list[Edge]:
-    """The 2L sequential edges (k, k), k = 1..2L, one after each sub-block (SPEC §4)."""
+    """The 2L sequential edges (k, k), k = 1..2L, one after each sub-block (docs/spec.md §4)."""
     n = graph.num_nodes(num_layers)
     return [(k, k) for k in range(1, n)]
 
 
 def single(edge: Sequence[int], num_layers: int | None = None) -> list[Edge]:
-    """The one-edge placement [edge] (SPEC §4, for single-adapter sweeps).
+    """The one-edge placement [edge] (docs/spec.md §4, for single-adapter sweeps).
 
     With `num_layers` the edge is fully validated against the graph; without
     it, it must at least be a pair of non-negative integers.

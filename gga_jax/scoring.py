@@ -1,4 +1,4 @@
-"""Scoring every edge at once (SPEC §3, paper Eq. 6-7).
+"""Scoring every edge at once (docs/spec.md §3, paper Eq. 6-7).
 
 With a zero-initialised linear adapter W_ij on edge (i, j) the forward is the
 plain backbone, and the gradient of the mean loss w.r.t. W_ij is
@@ -19,7 +19,7 @@ over its rows: each device adds x_i^T g_j of its edges from the rows it holds,
 then passes them on round a ring of all devices, so no device ever holds the
 whole micro-batch's nodes. `scoring_memory` plans the per-device bytes of that.
 
-With `adapted=True` (SPEC §9, iterative GGA) the model's own adapters stay in
+With `adapted=True` (docs/spec.md §9, iterative GGA) the model's own adapters stay in
 place, trained, and G_ij is the gradient at W = 0 of a zero linear adapter
 newly added on candidate (i, j) of that adapted model. Where such an adapter
 reads and writes follows graph.propagate's order at a node: a forward edge
@@ -81,7 +81,7 @@ def _check_method(method) -> str:
 
 
 def srank(matrices, eta: float = 0.01, method: str = "auto"):
-    """Stable rank of SPEC §3: smallest k with sum_{m<=k} s_m >= (1 - eta) sum_m s_m.
+    """Stable rank of docs/spec.md §3: smallest k with sum_{m<=k} s_m >= (1 - eta) sum_m s_m.
 
     Args:
       matrices: (..., a, b) batch of matrices.
@@ -415,7 +415,7 @@ def edge_gradients(
     mesh: Mesh | None = None,
     adapted: bool = False,
 ):
-    """The linear-adapter gradients G_ij of SPEC §3 for a batch.
+    """The linear-adapter gradients G_ij of docs/spec.md §3 for a batch.
 
     Args:
       model: a graph model (e.g. vit.Model); its own edges are ignored unless
@@ -436,10 +436,10 @@ def edge_gradients(
         The node values and cotangents stay sharded over the micro-batch's
         rows; each device adds its edges' x_i^T g_j from the rows it holds and
         passes them round a ring of the mesh.size devices (mesh.size steps).
-      adapted: False scores the plain backbone (SPEC §3). True keeps the
+      adapted: False scores the plain backbone (docs/spec.md §3). True keeps the
         model's own adapters, trained, in place, and G_ij is the gradient at
         W = 0 of a zero linear adapter newly added on (i, j) of that adapted
-        model (SPEC §9; see the module docstring); on a model without
+        model (docs/spec.md §9; see the module docstring); on a model without
         adapters it is the plain G exactly.
     Returns:
       float32 (n, n, d, d) for edges=None (zero at the model's own edges when
@@ -542,7 +542,7 @@ def score_edges(
         model's trained ones).
       candidates: edges to score (default all n^2; with `adapted`, all n^2
         minus the model's own edges, which may not be candidates); others get -inf.
-      aggregation: one of AGGREGATIONS (SPEC §3), srank by default.
+      aggregation: one of AGGREGATIONS (docs/spec.md §3), srank by default.
       eta: srank threshold in (0, 1).
       chunk: None holds all candidate G_ij at once (E * d^2 floats, accumulated
         over micro-batches). An int first keeps the node values and cotangents of
@@ -597,7 +597,7 @@ def _warn_if_constant(scores) -> None:
     """A loud warning when every candidate scores the same: no placement can follow from it.
 
     The usual cause is a zero (untrained) head: dL/dx_j is then zero at every
-    node, so every G_ij and every score is 0 (SPEC §3 pre-trains the head first).
+    node, so every G_ij and every score is 0 (docs/spec.md §3 pre-trains the head first).
     """
     s = np.asarray(scores)
     finite = s[np.isfinite(s)]
@@ -605,7 +605,7 @@ def _warn_if_constant(scores) -> None:
         message = (
             f"score_edges: all {finite.size} candidate scores equal {finite[0]:g}, so they rank "
             f"no edge above another. A zero or untrained head gives zero gradients at every "
-            f"node: pre-train the head first (SPEC §3 step 1; train.fit_head)."
+            f"node: pre-train the head first (docs/spec.md §3 step 1; train.fit_head)."
         )
         warnings.warn(message, ConstantScoresWarning, stacklevel=3)
 
@@ -853,7 +853,7 @@ def _peak(memory: dict[str, int | None]) -> int:
 
 
 def scoring_flops(num_examples: int, seq_len: int, width: int, num_edges: int) -> dict[str, float]:
-    """SPEC §7 cost of the scoring matmuls: D n^2 (2 T - 1) d^2 + (D n^2 d^2 + n^2 d^2).
+    """docs/spec.md §7 cost of the scoring matmuls: D n^2 (2 T - 1) d^2 + (D n^2 d^2 + n^2 d^2).
 
     `num_edges` plays n^2. The first term is the products x_i^T g_j, the second
     the paper's accumulation over examples.

@@ -1,4 +1,4 @@
-"""TINA: iterative global neuron pruning of bottleneck adapters (SPEC §8).
+"""TINA: iterative global neuron pruning of bottleneck adapters (docs/spec.md §8).
 
 TINA ("Tiny Adapters for Vision Transformers", later MiMi) starts from wide
 adapters, hidden size r = d / sigma0, trains them, then alternates (Algorithm 1):

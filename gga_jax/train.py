@@ -1,4 +1,4 @@
-"""Training and evaluation: regex-frozen parameters, SPEC §5 optimisers, the run loop.
+"""Training and evaluation: regex-frozen parameters, docs/spec.md §5 optimisers, the run loop.
 
 Parameters are flattened to "a/b/c" names; a regex picks the trainable ones
 (`^(adapters|head)/` for adapters, `^head/` for a linear probe, `.*` for full
@@ -62,7 +62,7 @@ def count_params(flat: Mapping[str, Any]) -> int:
 
 
 def schedule(config, total_steps: int) -> optax.Schedule:
-    """SPEC §5 learning-rate schedules: cosine with warm-up, or polynomial with warm-up."""
+    """docs/spec.md §5 learning-rate schedules: cosine with warm-up, or polynomial with warm-up."""
     warmup = config.warmup_steps
     if warmup is None or warmup < 0:
         warmup = round(config.warmup_fraction * total_steps)
@@ -85,7 +85,7 @@ def schedule(config, total_steps: int) -> optax.Schedule:
 
 
 def optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    """SGD momentum 0.9 (vision) or AdamW (text), SPEC §5, with optional grad clipping."""
+    """SGD momentum 0.9 (vision) or AdamW (text), docs/spec.md §5, with optional grad clipping."""
     lr = schedule(config, total_steps)
     if config.optimizer == "sgd":
         opt = optax.sgd(lr, momentum=config.momentum)
@@ -213,7 +213,7 @@ def fit_head(
     momentum: float = 0.9,
     seed: int = 0,
 ) -> dict:
-    """SPEC §3 step 1 in memory: trains the head alone, so that dL/dx_j is not zero.
+    """docs/spec.md §3 step 1 in memory: trains the head alone, so that dL/dx_j is not zero.
 
     A zero-initialised head gives zero cotangents at every node, hence zero edge
     gradients and all-equal scores. The backbone is frozen and the head is the

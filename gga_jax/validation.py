@@ -27,7 +27,7 @@ import ml_collections
 
 from gga_jax import adapters, data, graph, placement, scoring, tina, train
 
-# The arms a run may list: placement policies of SPEC §4, "fixed" (config.placement.edges)
+# The arms a run may list: placement policies of docs/spec.md §4, "fixed" (config.placement.edges)
 # and the training modes without adapters.
 ARMS = (*placement.POLICIES, "iterative_gga", "fixed", *train.MODES)
 # Arms whose policy picks config.placement.num edges, and from which candidates.
@@ -435,7 +435,7 @@ def _check_head(config) -> list[str]:
     if scored and config.scoring.head_steps == 0:
         return [
             f"scoring.head_steps = 0: arm {scored[0]!r} scores edges, and a zero head gives "
-            f"every edge the score 0 (SPEC §3 step 1); use -1 (2.5% of train.steps) or > 0"
+            f"every edge the score 0 (docs/spec.md §3 step 1); use -1 (2.5% of train.steps) or > 0"
         ]
     return []
 

@@ -2,9 +2,9 @@
 
     python scripts/score_demo.py --out /tmp/gga_demo
 
-One forward and one backward give all n^2 linear-adapter gradients (SPEC §3);
+One forward and one backward give all n^2 linear-adapter gradients (docs/spec.md §3);
 their sranks form the (n, n) score matrix, from which GGA picks --num edges
-(SPEC §4). Writes scores.npy and scores.png (chosen edges circled) to --out.
+(docs/spec.md §4). Writes scores.npy and scores.png (chosen edges circled) to --out.
 """
 
 import os
@@ -34,7 +34,7 @@ def main() -> None:
     images = jax.random.normal(jax.random.PRNGKey(0), (args.batch, 16, 16, 3))
     labels = jax.random.randint(jax.random.PRNGKey(1), (args.batch,), 0, 10)
     params = jax.jit(model.init)(jax.random.PRNGKey(2), images)["params"]
-    # A random head stands in for the pre-trained one (SPEC §3 step 1).
+    # A random head stands in for the pre-trained one (docs/spec.md §3 step 1).
     params["head"]["kernel"] = 0.1 * jax.random.normal(
         jax.random.PRNGKey(3), params["head"]["kernel"].shape
     )

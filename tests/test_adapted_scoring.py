@@ -1,4 +1,4 @@
-"""SPEC §9: adapted scoring, G_ij of a new zero linear adapter on top of trained ones.
+"""docs/spec.md §9: adapted scoring, G_ij of a new zero linear adapter on top of trained ones.
 
 The reference is jax.grad through real zero linear adapters (the models'
 `linear_edges`) inserted into the adapted model's forward: on every edge at

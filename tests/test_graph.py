@@ -1,4 +1,4 @@
-"""SPEC §1: nodes, edge types, validation and candidate sets."""
+"""docs/spec.md §1: nodes, edge types, validation and candidate sets."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of gga_jax.placement against SPEC §4, with references computed here."""
+"""Tests of gga_jax.placement against docs/spec.md §4, with references computed here."""
 
 import math
 import re
@@ -21,7 +21,7 @@ def damp(s, edge, gamma):
 
 
 def reference_gga(scores, num, gamma, before=()):
-    """SPEC §4 Algorithm 1 as a plain-Python loop over lists of lists.
+    """docs/spec.md §4 Algorithm 1 as a plain-Python loop over lists of lists.
 
     The edges `before` were picked already: damped around first, never picked again.
     """
@@ -141,7 +141,7 @@ def test_gga_does_not_modify_scores():
 # top-k
 
 
-# GGA after earlier picks, iterative GGA (SPEC §9)
+# GGA after earlier picks, iterative GGA (docs/spec.md §9)
 
 
 def random_picked(rng, s):
@@ -336,7 +336,7 @@ def test_gamma_outside_unit_interval_raises(gamma):
         placement.gga(np.zeros((2, 2)), 1, gamma=gamma)
 
 
-# Fixed baselines: the edges SPEC §4 lists, written out for L = 1 and 3.
+# Fixed baselines: the edges docs/spec.md §4 lists, written out for L = 1 and 3.
 
 FIXED = {
     1: {

@@ -28,3 +28,23 @@ def test_api_example_places_the_edges_its_comment_promises():
     assert set(namespace["adapted_params"]["adapters"]) == {
         f"edge_{i}_{j}" for i, j in namespace["edges"]
     }
+
+
+def test_the_repository_cites_its_own_specification():
+    """Docs and docstrings point at docs/spec.md, never at files outside the repository,
+    and every "docs/spec.md §n" they cite is a section that exists."""
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert "docs/spec.md" in files
+    spec = open(os.path.join(REPO, "docs", "spec.md")).read()
+    sections = set(re.findall(r"^## (\d+)\.", spec, re.M))
+    outside = re.compile(r"\.\./shared|SPEC\.md")
+    this = "tests/test_readme.py"
+    for name in files:
+        text = open(os.path.join(REPO, name)).read()
+        assert name == this or not outside.search(text), f"{name} cites a file outside the repo"
+        cited = set(re.findall(r"docs/spec\.md §(\d+)", text))
+        assert cited <= sections, f"{name} cites missing sections {sorted(cited - sections)}"

@@ -1,4 +1,4 @@
-"""SPEC §3: every G_ij from one forward and one backward, and their aggregations."""
+"""docs/spec.md §3: every G_ij from one forward and one backward, and their aggregations."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Tests of gga_jax.models.text: BERT/RoBERTa on the SPEC §1 graph.
+"""Tests of gga_jax.models.text: BERT/RoBERTa on the docs/spec.md §1 graph.
 
 The references are Hugging Face's PyTorch BertModel/RobertaModel (skipped when
 torch or transformers is absent) and, for the graph and scorer claims, plain

@@ -1,4 +1,4 @@
-"""TINA (SPEC §8): Eq. 2 scores, global/local selection, exact pruning, Algorithm 1's cycles.
+"""TINA (docs/spec.md §8): Eq. 2 scores, global/local selection, exact pruning, Alg. 1 cycles.
 
 Every reference below is written independently of gga_jax.tina: Python loops
 over neurons, exact fractions for the removed counts, and the wide model with

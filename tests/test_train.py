@@ -1,4 +1,4 @@
-"""Training: regex freezing, SPEC §5 schedules, checkpoints and exact resumption."""
+"""Training: regex freezing, docs/spec.md §5 schedules, checkpoints and exact resumption."""
 
 import itertools
 import os

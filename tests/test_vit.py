@@ -1,7 +1,7 @@
-"""The ViT on the adapter graph: SPEC §1 edge semantics and the two-pass forward.
+"""The ViT on the adapter graph: docs/spec.md §1 edge semantics and the two-pass forward.
 
 The reference below is written independently of gga_jax: plain jnp functions
-over the parameter tree and a loop over nodes that follows SPEC §1 literally.
+over the parameter tree and a loop over nodes that follows docs/spec.md §1 literally.
 """
 
 import math
@@ -109,7 +109,7 @@ def adapter(p, x):
 
 
 def reference_nodes(params, image, edges, z=None):
-    """SPEC §1 literally. z: pass-1 values (computed here from the plain forward if None)."""
+    """docs/spec.md §1 literally. z: pass-1 values (from the plain forward if None)."""
     n = 2 * DEPTH + 1
     if z is None and any(i > j for i, j in edges):
         z = reference_nodes({k: v for k, v in params.items() if k != "adapters"}, image, ())

@@ -1,4 +1,4 @@
-"""ViT-g/14 (SPEC §6, E6) and the MAP head it pools with, checked by shapes only.
+"""ViT-g/14 (docs/spec.md §6, E6) and the MAP head it pools with, checked by shapes only.
 
 g/14 is never run here: jax.eval_shape traces it without allocating its
 ~4 GB of parameters. The parameter counts are computed independently from the

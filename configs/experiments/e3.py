@@ -6,7 +6,7 @@
 Groups: random_k (k < random_sets, placement.seed k, random_num candidate
 edges of any type) and the baselines all_parallel, all_sequential,
 linear_probe and full_finetune, each with its lr chosen on val (full
-fine-tuning from a grid 100x lower, SPEC §5). The figure is the distribution
+fine-tuning from a grid 100x lower, docs/spec.md §5). The figure is the distribution
 of the random sets' mean accuracies with the baselines marked.
 Arguments: gga_jax.experiments.offline_sweep. Results: docs/experiments.md.
 """

@@ -3,7 +3,7 @@
     python -m gga_jax.experiments --config=configs/experiments/e4.py:backbone=text \
         --workdir=/tmp/e4_text
 
-E2's single-edge runs on the stride sub-grid, then every aggregation of SPEC §3
+E2's single-edge runs on the stride sub-grid, then every aggregation of docs/spec.md §3
 (srank, fro, spectral, nuclear, min_col_sum, max_col_sum) of the edge
 gradients after head pre-training of each length in head_steps (the base's
 25 steps, and 100 and 400: Fig. 13), for every seed (its own head and scoring

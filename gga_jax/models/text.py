@@ -1,4 +1,4 @@
-"""BERT and RoBERTa encoders with adapters on the edges of the SPEC §1 graph.
+"""BERT and RoBERTa encoders with adapters on the edges of the docs/spec.md §1 graph.
 
 Both are post-LN encoders with learned absolute positions and token types. The
 n = 2L + 1 nodes are the residual-stream values after each LayerNorm:

@@ -1,4 +1,4 @@
-"""Vision Transformer with adapters on the edges of the SPEC §1 graph.
+"""Vision Transformer with adapters on the edges of the docs/spec.md §1 graph.
 
 The parameter tree uses big_vision's names (`embedding`, `cls`,
 `pos_embedding`, `Transformer/encoderblock_{l}/...`, `Transformer/encoder_norm`,
