@@ -341,8 +341,12 @@ def _check_sweep(config) -> list[str]:
             problems.append(f"arm_lrs[{arm!r}] = {grid!r}: must be a non-empty tuple of lrs")
     if not validation._is_int(config.stride) or config.stride < 1:
         problems.append(f"stride = {config.stride!r}: must be an integer >= 1")
-    if not validation._is_int(config.random_sets) or config.random_sets < 1:
-        problems.append(f"random_sets = {config.random_sets!r}: must be an integer >= 1")
+    if not validation._is_int(config.random_sets) or config.random_sets < 0:
+        problems.append(
+            f"random_sets = {config.random_sets!r}: must be an integer >= 0 (0: baselines only)"
+        )
+    elif config.experiment == "e3" and not (config.random_sets or config.baselines):
+        problems.append("random_sets = 0 and baselines = (): E3 would have no runs")
     bad = [a for a in config.aggregations if a not in scoring.AGGREGATIONS]
     if bad or not config.aggregations:
         problems.append(

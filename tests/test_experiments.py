@@ -95,6 +95,13 @@ def test_e3_random_sets_and_baselines_with_their_own_lr_grid():
     assert names == ["random_0", "random_1", *experiments.E3_BASELINES]
     ft = next(g for g in experiments.groups(c) if g.arm == "full_finetune")
     assert experiments.lr_grid(c, ft) == (1e-5, 1e-4)
+    c.unlock()
+    c.random_sets, c.baselines = 0, ("linear_probe",)  # the baselines alone
+    assert [g.name for g in experiments.groups(c)] == ["linear_probe"]
+    experiments.check(c, None)
+    c.baselines = ()
+    with pytest.raises(validation.ConfigError, match="E3 would have no runs"):
+        experiments.check(c, None)
 
 
 @pytest.mark.parametrize("total", [1, 2, 3, 5])
