@@ -8,7 +8,8 @@ for the 6-block offline backbones). Learning rate chosen per group on the val
 split (select_seeds), then 3 seeds on train + val, reported on test.
 Arguments: gga_jax.experiments.offline_sweep (backbone text or vit, seeds, lrs,
 steps, train_size, val_size, test_size; `smoke` for the tests).
-Results: docs/experiments.md.
+Results: docs/results.md (ViT: the position effect holds, range 6.00 points,
+pooled seed std 0.93, ANOVA p = 7.2e-08; cost docs/experiments.md).
 """
 
 from gga_jax import experiments
