@@ -214,10 +214,9 @@ def test_evaluate_counts_only_real_rows():
         train.evaluate(eval_step, params, [{**batch, "mask": np.zeros(8, bool)}])
 
 
-def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(tmp_path):
-    """Three epochs of an 8-example split: cached z_i give the same parameters."""
-    model = tiny(((0, 1), (4, 0), (3, 1)))
-    rng = np.random.default_rng(0)
+def small_split(seed: int):
+    """8 random images and labels, and batches(start) of 4 indexed rows cycling through them."""
+    rng = np.random.default_rng(seed)
     inputs = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
     labels = rng.integers(0, 4, 8).astype(np.int32)
 
@@ -225,6 +224,14 @@ def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(
         for s in itertools.count(start):
             index = np.roll(np.arange(8), s)[:4]
             yield {"inputs": inputs[index], "labels": labels[index], "index": index}
+
+    return inputs, labels, epochs
+
+
+def test_a_pass1_cache_trains_like_recomputing_pass1_at_a_fraction_of_the_flops(tmp_path):
+    """Three epochs of an 8-example split: cached z_i give the same parameters."""
+    model = tiny(((0, 1), (4, 0), (3, 1)))
+    inputs, labels, epochs = small_split(0)
 
     params = init(model)
     config = train_config(steps=6, checkpoint_every=100)
@@ -268,14 +275,7 @@ def test_a_prefix_cache_trains_and_evaluates_like_the_full_forward(tmp_path, edg
     """Cached nodes before the first target (a linear probe: the last node) change
     nothing but the FLOPs: same parameters after 6 steps, same evaluation."""
     model = tiny(edges)
-    rng = np.random.default_rng(1)
-    inputs = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
-    labels = rng.integers(0, 4, 8).astype(np.int32)
-
-    def epochs(start):
-        for s in itertools.count(start):
-            index = np.roll(np.arange(8), s)[:4]
-            yield {"inputs": inputs[index], "labels": labels[index], "index": index}
+    inputs, labels, epochs = small_split(1)
 
     params = init(model)
     nodes = graph.prefix_nodes(edges, 5)
