@@ -466,8 +466,7 @@ def node_cache(config, model, params, splits, name: str, mode: str, cache=None, 
 def _fits(model, params, split, nodes, kind: str, gib: float) -> bool:
     """Whether the cached values of `nodes` over `split` take at most `gib` GiB (else says so)."""
     example = jax.tree_util.tree_map(lambda x: x[:1], split.inputs)
-    backbone = {k: v for k, v in params.items() if k != "adapters"}
-    shapes = jax.eval_shape(train_lib.plain_fn(model, nodes), backbone, example).values()
+    shapes = jax.eval_shape(train_lib.plain_fn(model, nodes), params, example).values()
     size = split.num_examples * sum(np.prod(z.shape[1:]) * z.dtype.itemsize for z in shapes)
     if size > gib * 2**30:
         print(f"{kind} cache of {size / 2**30:.1f} GiB > train.{kind}_cache_gib: not cached")

@@ -469,21 +469,21 @@ def plain_values(model, params, inputs, batch_size: int, nodes) -> dict[int, np.
     valid while the inputs of an example never change (no random augmentation).
     """
     fn = jax.jit(plain_fn(model, nodes))
-    backbone = {k: v for k, v in params.items() if k != "adapters"}
     num = len(jax.tree_util.tree_leaves(inputs)[0])
     parts = []
     for start in range(0, num, batch_size):
         rows = np.minimum(np.arange(start, start + batch_size), num - 1)  # one compiled shape
-        out = fn(backbone, jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
+        out = fn(params, jax.tree_util.tree_map(lambda x, r=rows: x[r], inputs))
         parts.append({k: np.asarray(v)[: num - start] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def plain_fn(model, nodes) -> Callable:
-    """(backbone params, inputs) -> {k: x_k} at `nodes`: `model` with no adapters."""
+    """(params, inputs) -> {k: x_k} at `nodes`: `model` with no adapters (params' ignored)."""
     plain = model.clone(edges=(), linear_edges=())
 
-    def values(backbone, inputs):
+    def values(params, inputs):
+        backbone = {k: v for k, v in params.items() if k != "adapters"}
         _, out = plain.apply({"params": backbone}, inputs, return_nodes=True)
         return {int(k): out["nodes"][k] for k in nodes}
 
