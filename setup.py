@@ -39,11 +39,19 @@ TEST_REQUIRES = [
     *OFFLINE_REQUIRES,
 ]
 
+# Where the repository lives (the notebooks' "Open in Colab" badges point into it).
+URL = "https://github.com/gga-jax/gga_jax"
+CONFIG_PACKAGES = ["gga_jax.configs", "gga_jax.configs.experiments"]
+
 setup(
     name="gga_jax",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["gga_jax", "gga_jax.*"]),
+    url=URL,
+    # configs/ ships inside the package as gga_jax.configs, so an installed library has its
+    # configs: --config=default (or experiments/e5:backbone=text) names one of them.
+    packages=[*find_packages(include=["gga_jax", "gga_jax.*"]), *CONFIG_PACKAGES],
+    package_dir={"gga_jax.configs": "configs"},
     # The small ViT pre-trained by scripts/pretrain_small_vit.py (configs/vit_transfer.py).
     package_data={"gga_jax": ["assets/*.npz", "assets/*.json"]},
     python_requires=">=3.10",

@@ -1,5 +1,7 @@
 """What the command lines (gga_jax.main, gga_jax.experiments) share: errors, flags, Ctrl-C.
 
+--config takes a file or the name of a config shipped in the package (gga_jax.configs,
+the repository's configs/): `--config=default:smoke`, `--config=experiments/e5:backbone=text`.
 A mistake the user can fix (a config value, a path, a dataset) prints one line
 and exits 2; --traceback (or $GGA_JAX_TRACEBACK=1) shows the Python trace.
 Ctrl-C prints the command that resumes the run and exits 130.
@@ -7,7 +9,9 @@ Ctrl-C prints the command that resumes the run and exits 130.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
+import pathlib
 import shlex
 import signal
 import sys
@@ -74,16 +78,58 @@ def resume_command(module: str) -> str:
     return " ".join(shlex.quote(a) for a in [sys.executable, "-m", module, *sys.argv[1:]])
 
 
+def packaged_configs() -> dict[str, pathlib.Path]:
+    """{name: file} of the configs shipped in gga_jax.configs, e.g. 'experiments/e5'."""
+    root = pathlib.Path(str(importlib.resources.files("gga_jax.configs")))
+    files = sorted(p for p in root.rglob("*.py") if p.name != "__init__.py")
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in files}
+
+
+def config_path(value: str) -> str:
+    """--config's value with a packaged config's name replaced by its file.
+
+    A file that exists is taken as it is. Otherwise the name may be given as
+    'default', 'default.py', 'configs/default.py' or 'experiments.e5', with the
+    config's argument after ':'; so the repository's commands work from any
+    directory once the package is installed. Raises ValueError naming the
+    packaged configs when the value is neither.
+    """
+    path, sep, arg = value.partition(":")
+    if os.path.isfile(path):
+        return value
+    name = path.removeprefix("./").removeprefix("configs/").removesuffix(".py")
+    name = name.replace(".", "/")
+    shipped = packaged_configs()
+    if name not in shipped:
+        raise ValueError(
+            f"--config={value}: no file {path!r}, and no packaged config of that name; "
+            f"packaged: {', '.join(shipped)}."
+        )
+    return f"{shipped[name]}{sep}{arg}"
+
+
+def resolve_config_flag(argv: list[str]) -> list[str]:
+    """argv with --config=NAME (or --config NAME) turned into the packaged config's file."""
+    out = list(argv)
+    for k, a in enumerate(out):
+        if a.startswith("--config="):
+            out[k] = "--config=" + config_path(a.removeprefix("--config="))
+        elif a == "--config" and k + 1 < len(out):
+            out[k + 1] = config_path(out[k + 1])
+    return out
+
+
 def flag_parser(hint: str) -> Callable[[list[str]], list[str]]:
     """absl's flag parsing, with a bad flag or config file reported in one line (exit 2)."""
 
     def parse(argv: list[str]) -> list[str]:
         try:
+            argv = resolve_config_flag(argv)
             rest = flags.FLAGS(argv)
             if flags.FLAGS.config is not None:
                 getattr(flags.FLAGS.config, "seed", None)  # config_flags loads files lazily
             return rest
-        except (flags.Error, OSError) as e:
+        except (flags.Error, OSError, ValueError) as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             if len(lines) == 1:  # e.g. "flag --config.train.lr=abc: could not convert ..."
                 message = lines[0]

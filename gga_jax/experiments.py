@@ -851,7 +851,9 @@ if __name__ == "__main__":  # flags only here: gga_jax.main defines --config too
 
     FLAGS = flags.FLAGS
     config_flags.DEFINE_config_file(
-        "config", None, "Experiment config, e.g. configs/experiments/e5.py:backbone=text."
+        "config",
+        None,
+        "Experiment config: a file or a packaged name, e.g. experiments/e5:backbone=text.",
     )
     flags.DEFINE_string("workdir", None, "The sweep's directory (one sub-workdir per run).")
     flags.DEFINE_string("shard", "1/1", "Run only shard k of K (k/K) of the groups.")

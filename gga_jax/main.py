@@ -4,7 +4,9 @@
     python -m gga_jax.main --config=configs/default.py --workdir=/tmp/x --config.train.lr=0.01
     python -m gga_jax.main --config=configs/vit_g14.py:policy=gga --dry_run   # memory plan
 
-    python -m gga_jax.main --list=configs   # the config files, one line each
+    python -m gga_jax.main --config=default --workdir=/tmp/x   # a packaged config, by name
+
+    python -m gga_jax.main --list=configs   # the packaged configs, one line each
     python -m gga_jax.main --list=arms      # every valid arm
     python -m gga_jax.main --list=keys --config=configs/default.py   # keys and values
 
@@ -22,7 +24,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import ast  # noqa: E402
-import pathlib  # noqa: E402
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -33,7 +34,10 @@ LISTINGS = ("configs", "arms", "keys")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/default.py:arg.", lock_config=True
+    "config",
+    None,
+    "Config file or packaged config name, e.g. configs/default.py:arg or default:arg.",
+    lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_bool(
@@ -46,8 +50,8 @@ flags.DEFINE_enum(
     "list",
     None,
     LISTINGS,
-    "Print the configs in configs/, the valid arms, or every config key with its value "
-    "(of --config, else of the defaults), then exit.",
+    "Print the packaged configs (--config takes their names), the valid arms, or every "
+    "config key with its value (of --config, else of the defaults), then exit.",
 )
 cli.define_traceback_flag()
 
@@ -82,13 +86,12 @@ def listing(what: str, config=None) -> str:
     if what == "keys":
         flat = pipeline.flat_config(config if config is not None else defaults.base())
         return "\n".join(f"{k} = {v!r}" for k, v in sorted(flat.items()))
-    folder = pathlib.Path("configs")
-    if not folder.is_dir():
-        return f"no configs/ folder in {os.getcwd()}: run from the repository root."
     lines = []
-    for path in sorted(folder.glob("*.py")):
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        lines.append(f"{path}: {doc.splitlines()[0] if doc else ''}")
+    for name, path in cli.packaged_configs().items():
+        if not name.startswith("experiments/"):
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            lines.append(f"{name}: {doc.splitlines()[0] if doc else ''}")
+    lines.append("(the sweeps: python -m gga_jax.experiments --config=experiments/e1 ... e6)")
     return "\n".join(lines)
 
 

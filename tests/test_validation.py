@@ -765,7 +765,8 @@ def test_cli_lists_configs_arms_and_keys():
     names = [line.split(":")[0] for line in arms.stdout.splitlines()]
     assert names == [*validation.ARMS, "tina"]
     configs = cli("--list=configs")
-    assert "configs/default.py: The offline default job" in configs.stdout
+    assert "default: The offline default job" in configs.stdout
+    assert "experiments/e1" in configs.stdout and "experiments/e1:" not in configs.stdout
     keys = cli("--list=keys", "--config=configs/default.py:smoke")
     assert "train.lr = 0.001" in keys.stdout and "placement.num = 3" in keys.stdout
 
@@ -804,7 +805,7 @@ def test_cli_user_error_is_one_line_exit_2_and_writes_nothing(args, expect, tmp_
     "config, expect",
     [
         ("configs/default.py:bogus", "Unknown argument 'bogus' for configs/default.py"),
-        ("configs/nope.py", "No such file or directory: 'configs/nope.py'"),
+        ("configs/nope.py", "no file 'configs/nope.py', and no packaged config of that name"),
     ],
 )
 def test_cli_bad_config_file_is_one_line(config, expect, tmp_path):

@@ -1,0 +1,1 @@
+"""The experiment configs (python -m gga_jax.experiments --config=experiments/e1)."""
