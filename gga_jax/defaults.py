@@ -17,33 +17,45 @@ def parse_arg(arg: str | None, allowed: dict[str, str]) -> dict[str, str]:
 def base() -> ml_collections.ConfigDict:
     """A complete config with every key the pipeline reads (unlocked; callers lock it)."""
     c = ml_collections.ConfigDict()
+    # Seeds the adapters' initialisation, the batch order and a random backbone (int >= 0);
+    # the experiments run seeds 0, 1, 2.
     c.seed = 0
     # Arms run in order on the same data and backbone: placement policies of docs/spec.md §4
     # ("gga", "top_k", "random", "first_k", "last_k", "all_parallel", "ffn_parallel",
-    # "all_sequential", "single", "fixed") or "linear_probe" / "full_finetune".
+    # "all_sequential", "single", "iterative_gga", "fixed"), "linear_probe",
+    # "full_finetune", or "tina:<base>[:<label>]" (see tina.*); --list=arms explains each.
     c.arms = ("gga",)
     # Per-arm changes, e.g. {"linear_probe": {"train": {"lr": 0.01}}}.
     c.overrides = ml_collections.ConfigDict()
 
+    # The backbone (gga_jax.models): its family, size, pooling and weights.
     c.model = ml_collections.ConfigDict()
     c.model.kind = "vit"  # "vit" or "text"
+    # ViT: "<size>/<patch>", size in mu, Ti, S, M, B, L, H, g, G, e (e.g. "B/16", "g/14");
+    # text: "minilm-l6", "bert-base", "bert-large" or "roberta-base".
     c.model.variant = "B/16"
+    # How the last node becomes the head's input: ViT "tok" (class token), "gap" (token
+    # mean) or "map" (attention pooling); text "cls", "mean" or "pooler".
     c.model.pool_type = "tok"
     c.model.checkpoint = ""  # required: a path, "minilm" (text), "small_fmnist" (ViT), "random"
     c.model.overrides = ml_collections.ConfigDict()  # e.g. {"width": 32, "depth": 2}
 
+    # The task: where the examples come from and how they are split and preprocessed.
     c.data = ml_collections.ConfigDict()
     # "tfds", "offline", or your own data: "folder", "csv", "jsonl", "npz" (gga_jax.data.load)
     c.data.source = "tfds"
     c.data.name = ""  # tfds: a TFDS_TASKS name, or any TFDS dataset (read like your own data)
     c.data.final = False  # True: train on train + val (the paper's final runs)
+    # tfds: the folder of prepared TFDS data (None: TFDS's default); nothing is downloaded.
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-    c.data.image_size = 224
-    c.data.max_len = 128
+    c.data.image_size = 224  # images are resized to this square side (pixels, >= 1)
+    c.data.max_len = 128  # texts are tokenised to this many tokens (padded or cut, >= 1)
     c.data.tokenizer = ml_collections.FieldReference(None, field_type=str)  # None: the model's
     c.data.seed = 0  # offline draws and held-out parts of your own data
     c.data.train_size = ml_collections.FieldReference(None, field_type=int)  # offline only
+    # Offline: examples of the train draw held out as val (int >= 0, < train_size).
     c.data.val_size = 0
+    # Offline: test examples drawn (None: the dataset's default size).
     c.data.test_size = ml_collections.FieldReference(None, field_type=int)
     # Your own data (folder, csv, jsonl, npz): train's folder or file, or a mapping
     # {"train": p, "val": p, "test": p} (val, test optional: else held out of train).
@@ -60,12 +72,16 @@ def base() -> ml_collections.ConfigDict:
     # Shares of train held out (seeded by data.seed) where val / test have no path or split:
     # val_fraction (0: no val), test_fraction (None: 0.2).
     c.data.val_fraction = 0.0
+    # Your own data: the share of train held out as test when test has no path or split,
+    # in [0, 1] (None: 0.2).
     c.data.test_fraction = ml_collections.FieldReference(None, field_type=float)
 
+    # Each adapter (docs/spec.md §2): LayerNorm, down-projection to rank r, activation,
+    # up-projection initialised to zero, so a new adapter leaves the backbone unchanged.
     c.adapter = ml_collections.ConfigDict()
-    c.adapter.rank = 8
-    c.adapter.activation = "gelu"
-    c.adapter.layer_norm = True
+    c.adapter.rank = 8  # the bottleneck width r (int >= 1)
+    c.adapter.activation = "gelu"  # "gelu", "relu" or "identity" (a linear adapter)
+    c.adapter.layer_norm = True  # normalise the adapter's input first
     # > 0: trainable-parameter budget P (adapters + head); plain adapter arms then use the
     # largest uniform rank whose adapters and head fit P, instead of adapter.rank.
     c.adapter.budget = 0
@@ -76,40 +92,56 @@ def base() -> ml_collections.ConfigDict:
     # cycle_steps steps; prunes of a fraction rho run until the mean compression d / r reaches
     # sigma_target, or, with budget > 0, until adapters + head fit that many parameters.
     c.tina = ml_collections.ConfigDict()
-    c.tina.sigma0 = 8.0
-    c.tina.sigma_target = 64.0
-    c.tina.rho = 0.5
+    c.tina.sigma0 = 8.0  # initial compression: adapters start at rank d / sigma0 (> 0)
+    c.tina.sigma_target = 64.0  # stop when the mean compression d / r reaches this (> 0)
+    c.tina.rho = 0.5  # the fraction of the remaining neurons each prune removes, in (0, 1]
     c.tina.scope = "global"  # "global" (across adapters) or "local" (per adapter)
     c.tina.normalize = True  # Eq. 2's division by r_a + d; False: the paper's I_0
     c.tina.divide_by_max = False  # the published code's extra division by the adapter's max
     c.tina.schedule = "iterative"  # or "one_shot" (the paper's Table 3 ablation)
-    c.tina.cycle_steps = 100
+    c.tina.cycle_steps = 100  # training steps of each cycle before a prune (int >= 1)
+    # > 0: prune until adapters + head fit this many trainable parameters (instead of
+    # sigma_target).
     c.tina.budget = 0
 
+    # Where the adapters go (gga_jax.placement, docs/spec.md §4).
     c.placement = ml_collections.ConfigDict()
+    # N, the adapters a policy places (gga, top_k, random, first_k, last_k, iterative_gga).
     c.placement.num = 24
+    # GGA's damping in [0, 1): after picking (k, l), every score s(i, j) is multiplied by
+    # 1 - gamma**(|i - k| + |j - l|); 0 is plain top-k, larger spreads the picks further.
     c.placement.gamma = 0.6
-    c.placement.seed = 0
+    c.placement.seed = 0  # the random policy's draw (int >= 0)
+    # Candidates only between nodes 0, s, 2s, ... (int >= 1; the paper's Fig. 3 sub-grid).
     c.placement.stride = 1
-    c.placement.recurrent = True
+    c.placement.recurrent = True  # whether recurrent edges (i > j) are candidates
     # Arm "iterative_gga" (placement.iterative_gga): iterative_rounds rounds of
     # ceil(num / rounds) GGA picks; after each but the last, the placed adapters train
     # iterative_steps steps (-1: 10% of train.steps) and the remaining candidates are
     # re-scored with them in place (rescore False: scored once, exactly GGA).
     c.placement.iterative_rounds = 3
-    c.placement.iterative_steps = -1
-    c.placement.rescore = True
+    c.placement.iterative_steps = -1  # iterative_gga's steps between rounds (-1: 10%)
+    c.placement.rescore = True  # iterative_gga re-scores between rounds (False: GGA)
     c.placement.edges = ()  # for the "fixed" arm
     c.placement.edge = ()  # for the "single" arm
 
+    # The edge scores (gga_jax.scoring, docs/spec.md §3): one forward and one backward over
+    # num_examples training examples give every edge's d x d gradient x_i^T dL/dx_j.
     c.scoring = ml_collections.ConfigDict()
-    c.scoring.num_examples = 512
+    c.scoring.num_examples = 512  # training examples scored (int >= 1)
+    # Examples per forward/backward micro-batch, summed (0, or one that does not divide
+    # num_examples: all at once).
     c.scoring.micro_batch = 64
+    # Edges whose products one device forms at once (None: all, or 8 on a mesh); bounds
+    # the scorer's memory for wide models such as ViT-g/14.
     c.scoring.chunk = ml_collections.FieldReference(None, field_type=int)
+    # How a gradient matrix becomes a score: "srank" (the paper's), "fro", "spectral",
+    # "nuclear", "min_col_sum" or "max_col_sum" (docs/spec.md §3).
     c.scoring.aggregation = "srank"
     # srank method: "svd" (float32 SVD), "gram64" (float64 eigenvalues of G^T G, fast on
     # GPUs) or "auto" (gram64 on GPU, svd elsewhere); all agree with float64 NumPy.
     c.scoring.srank_method = "auto"
+    # srank's threshold in (0, 1): the fewest singular values holding 1 - eta of their sum.
     c.scoring.eta = 0.01
     c.scoring.head_steps = -1  # -1: 2.5% of train.steps (docs/spec.md §3)
     c.scoring.head_lr = 0.0  # 0: train.lr
@@ -122,46 +154,48 @@ def base() -> ml_collections.ConfigDict:
     # fsdp_axis, for tensors of at least fsdp_min_size elements; a mesh without that axis
     # replicates) or an explicit spec such as (None, "fsdp").
     c.sharding.rules = ((".*", "fsdp"),)
-    c.sharding.batch_axes = ("data", "fsdp")
-    c.sharding.fsdp_axis = "fsdp"
-    c.sharding.fsdp_min_size = 2**14
+    c.sharding.batch_axes = ("data", "fsdp")  # mesh axes the batch is split over
+    c.sharding.fsdp_axis = "fsdp"  # the mesh axis "fsdp" rules shard parameters over
+    c.sharding.fsdp_min_size = 2**14  # smaller tensors are replicated (elements)
     # Multi-host (TPU pod slices, GPU clusters): jax.distributed.initialize() at start-up;
     # $GGA_JAX_DISTRIBUTED=1 does the same.
     c.distributed = False
 
+    # Every arm's training (gga_jax.train; recipes of docs/spec.md §5): only the adapters
+    # and the head train, the backbone stays frozen (full_finetune: all of it).
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 500
-    c.train.batch_size = 64
-    c.train.eval_batch_size = 256
-    c.train.optimizer = "sgd"
-    c.train.lr = 0.01
-    c.train.momentum = 0.9
-    c.train.weight_decay = 0.0
-    c.train.schedule = "cosine"
-    c.train.warmup_steps = 500  # -1: warmup_fraction of the steps
-    c.train.warmup_fraction = 0.06
-    c.train.grad_clip_norm = 0.0
-    c.train.label_smoothing = 0.0
+    c.train.steps = 500  # optimizer steps per arm (int >= 1)
+    c.train.batch_size = 64  # global batch, split over the mesh's batch axes
+    c.train.eval_batch_size = 256  # batch of evaluation, scoring features and node caches
+    c.train.optimizer = "sgd"  # "sgd" (with momentum) or "adamw"
+    c.train.lr = 0.01  # peak learning rate (> 0)
+    c.train.momentum = 0.9  # SGD's momentum in [0, 1]
+    c.train.weight_decay = 0.0  # AdamW's decoupled weight decay (>= 0)
+    c.train.schedule = "cosine"  # after warm-up: "cosine", "polynomial" (linear) or "constant"
+    c.train.warmup_steps = 500  # linear warm-up steps (-1: warmup_fraction of the steps)
+    c.train.warmup_fraction = 0.06  # share of the steps warmed up when warmup_steps is -1
+    c.train.grad_clip_norm = 0.0  # clip the global gradient norm to this (0: no clipping)
+    c.train.label_smoothing = 0.0  # cross-entropy label smoothing in [0, 1]
     # Recurrent edges: compute pass 1 (the plain backbone, docs/spec.md §1) once per training
     # example instead of every step, when training sees an example more than once
     # and the cached values fit pass1_cache_gib of host memory. Needs fixed inputs
     # per example (the pipeline has no random augmentation).
     c.train.pass1_cache = True
-    c.train.pass1_cache_gib = 8.0
+    c.train.pass1_cache_gib = 8.0  # the pass-1 cache's host-memory limit (GiB)
     # Nodes before the first adapter target equal the frozen backbone's: cache their
     # values once per example (shared by every run of an experiment on the same data)
     # and run only the nodes from that target on, in training and evaluation; a linear
     # probe trains on cached features. Same conditions as pass1_cache.
     c.train.prefix_cache = True
-    c.train.prefix_cache_gib = 8.0
+    c.train.prefix_cache_gib = 8.0  # the prefix cache's host-memory limit (GiB)
     # The head every arm starts from: "pretrained" (the run's head pre-training,
     # scoring.head_steps steps, shared by all arms) or "zero"; scored policies always
     # score with the pre-trained head. Either way all arms start alike.
     c.train.head_init = "pretrained"
     # Splits evaluated after training (those the data has; a final run has no val).
     c.train.eval_splits = ("val", "test")
-    c.train.log_every = 10
-    c.train.checkpoint_every = 100
+    c.train.log_every = 10  # steps between metric writes (TensorBoard, metrics.jsonl)
+    c.train.checkpoint_every = 100  # steps between orbax checkpoints (a run resumes there)
     return c
 
 

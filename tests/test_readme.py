@@ -1,9 +1,13 @@
 """The README's examples give what the README says they give."""
 
+import importlib.util
 import os
 import re
 
+import ml_collections
 import pytest
+
+from gga_jax import defaults, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,3 +52,37 @@ def test_the_repository_cites_its_own_specification():
         assert name == this or not outside.search(text), f"{name} cites a file outside the repo"
         cited = set(re.findall(r"docs/spec\.md §(\d+)", text))
         assert cited <= sections, f"{name} cites missing sections {sorted(cited - sections)}"
+
+
+def _config_reference():
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", os.path.join(REPO, "scripts", "config_reference.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_config_key_is_described_and_docs_config_md_is_current(capsys):
+    reference = _config_reference()
+    assert reference.main(["--check"]) == 0, capsys.readouterr().out
+    page = open(os.path.join(REPO, "docs", "config.md")).read()
+    for key in pipeline.flat_config(defaults.base()):
+        assert f"| `{key}` |" in page, key
+
+
+def test_a_config_key_without_a_description_is_reported():
+    source = """
+def base():
+    c = ml_collections.ConfigDict()
+    # Described above.
+    c.a = 1
+    c.b = 2  # described on its line
+    c.c = 3
+
+    c.d = 4
+"""
+    config = ml_collections.ConfigDict({"a": 1, "b": 2, "c": 3, "d": 4})
+    reference = _config_reference()
+    assert reference.missing(source, config) == ["c", "d"]
+    assert reference.descriptions(source)["a"] == "Described above."
