@@ -21,6 +21,8 @@ import tokenize
 
 import ml_collections
 
+from gga_jax import defaults, pipeline
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULTS = REPO / "gga_jax" / "defaults.py"
 PAGE = REPO / "docs" / "config.md"
@@ -69,17 +71,20 @@ def descriptions(source: str) -> dict[str, str]:
     return found
 
 
-def leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, tuple[str, str]]:
-    """{dotted key: (default as JSON, type name)} of every leaf ("overrides" are leaves)."""
+def leaves(config: ml_collections.ConfigDict) -> dict[str, tuple[str, str]]:
+    """{dotted key: (default as JSON, type name)} of every leaf ("overrides" are leaves).
+
+    The keys and values are the run's own flattening (pipeline.flat_config, what
+    config.json records); only the declared types are looked up here.
+    """
     out = {}
-    for key in config.keys():
-        value, name = config[key], f"{prefix}{key}"
-        if isinstance(value, ml_collections.ConfigDict) and key != "overrides":
-            out.update(leaves(value, name + "."))
-            continue
-        kind = config.get_type(key)
-        plain = value.to_dict() if hasattr(value, "to_dict") else value
-        out[name] = (json.dumps(plain), getattr(kind, "__name__", str(kind)))
+    for name, value in pipeline.flat_config(config).items():
+        *parents, key = name.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        kind = node.get_type(key)
+        out[name] = (json.dumps(value), getattr(kind, "__name__", str(kind)))
     return out
 
 
@@ -119,8 +124,6 @@ def page(source: str, config: ml_collections.ConfigDict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from gga_jax import defaults
-
     source, config = DEFAULTS.read_text(), defaults.base()
     lacking = missing(source, config)
     if lacking:
