@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/memory_plan.py
     PYTHONPATH=. python benchmarks/memory_plan.py --devices 16 --models g14 --micro_batch 16
+    PYTHONPATH=. python benchmarks/memory_plan.py --devices 8,16 --remat none,block,dots
 
 Each cell is what `python -m gga_jax.main --config=... --dry_run` prints for
 that config and mesh: jax.eval_shape sizes of the parameters, optimizer state
@@ -17,6 +18,7 @@ Models (the paper's recipes, docs/spec.md §5): ViT-B/16 as configs/vit_inat18.p
 train and scoring batch 512, data parallel; ViT-g/14 as configs/vit_g14.py
 (batch 128, scoring 512 examples), fully sharded (FSDP) over every device.
 Adapters: GGA's count (24 / 40) and rank (128 / 32) as parallel stand-ins.
+--remat plans each model.remat mode (models.REMAT) side by side.
 """
 
 import argparse
@@ -49,10 +51,12 @@ print(json.dumps(pipeline.memory_plan(config)))
 """
 
 
-def plan(model: str, devices: int, micro_batch: int | None, chunk: int | None) -> dict:
+def plan(
+    model: str, devices: int, micro_batch: int | None, chunk: int | None, remat: str = "none"
+) -> dict:
     """pipeline.memory_plan of one model on `devices` forced CPU devices, in a subprocess."""
     config, changes = MODELS[model]
-    changes = dict(changes)
+    changes = {**changes, "model.remat": remat}
     if micro_batch:
         changes["scoring.micro_batch"] = micro_batch
     if chunk:
@@ -100,12 +104,16 @@ def main() -> None:
     parser.add_argument("--models", default="b16,g14", help=f"Any of {sorted(MODELS)}.")
     parser.add_argument("--micro_batch", type=int, help="Scoring micro-batch (default: config's).")
     parser.add_argument("--chunk", type=int, help="Scoring chunk (default: config's).")
+    parser.add_argument("--remat", default="none", help="Comma-separated model.remat modes.")
     args = parser.parse_args()
+    modes = args.remat.split(",")
     plans = {}
     for model in args.models.split(","):
         for devices in (int(d) for d in args.devices.split(",")):
-            plans[f"{model}, {devices} dev"] = plan(model, devices, args.micro_batch, args.chunk)
-            print(f"planned {model} on {devices} devices", file=sys.stderr)
+            for mode in modes:
+                name = f"{model}, {devices} dev" + (f", remat {mode}" if len(modes) > 1 else "")
+                plans[name] = plan(model, devices, args.micro_batch, args.chunk, mode)
+                print(f"planned {name}", file=sys.stderr)
     print(table(plans))
 
 

@@ -5,6 +5,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Rematerialisation of the backbone's sub-layers in the backward pass (model.remat):
+# "none" keeps every activation; "block" keeps only each sub-layer's input (a node)
+# and recomputes the rest; "dots" also keeps the outputs of its weight matmuls.
+REMAT = ("none", "block", "dots")
+_POLICIES = {"block": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat(cls: type[nn.Module], mode: str, methods: tuple[str, ...]) -> type[nn.Module]:
+    """cls with `methods` (its two residual sub-layers) under jax.checkpoint, per REMAT.
+
+    The sub-layers are the graph's steps from node to node, so what is saved
+    for the backward pass is the nodes (and, for "dots", the matmul outputs);
+    adapters, between the steps, are not recomputed. Gradients are unchanged.
+    """
+    if mode not in REMAT:
+        raise ValueError(f"Unknown remat {mode!r}; valid: {REMAT}.")
+    if mode == "none":
+        return cls
+    return nn.remat(cls, policy=_POLICIES[mode], methods=list(methods))
+
 
 def classify(model: nn.Module, pre_logits, nodes, return_nodes: bool):
     """The shared model tail: the `head` Dense (zero-init unless head_zeroinit is False).

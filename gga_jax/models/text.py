@@ -193,11 +193,13 @@ class Encoder(nn.Module):
     mlp_dim: int
     layer_norm_eps: float
     dtype: Any = jnp.float32
+    remat: str = "none"  # models.REMAT
 
     def setup(self):
+        layer_cls = models.remat(Layer, self.remat, ("attention_sublayer", "mlp_sublayer"))
         # A dict attribute names its children layer_{l}.
         self.layer = {
-            str(layer): Layer(self.num_heads, self.mlp_dim, self.layer_norm_eps, self.dtype)
+            str(layer): layer_cls(self.num_heads, self.mlp_dim, self.layer_norm_eps, self.dtype)
             for layer in range(self.depth)
         }
 
@@ -254,6 +256,7 @@ class _Model(nn.Module):
     adapter_rank: tuple[int, ...] = ()
     adapter_activation: str = "gelu"
     adapter_layer_norm: bool = True
+    remat: str = "none"  # rematerialise each sub-layer in the backward pass (models.REMAT)
     dtype: Any = jnp.float32
 
     def _check(self, seq_len: int):
@@ -338,6 +341,7 @@ class _Model(nn.Module):
             self.mlp_dim,
             self.layer_norm_eps,
             self.dtype,
+            self.remat,
             name="encoder",
         )
         x0 = embeddings(ids, position_ids(ids, self.kind, self.pad_token_id), types)

@@ -155,13 +155,13 @@ class Encoder(nn.Module):
     num_heads: int
     dtype: Any = jnp.float32
     approximate_gelu: bool = True
+    remat: str = "none"  # models.REMAT
 
     def setup(self):
+        block = models.remat(Encoder1DBlock, self.remat, ("attention", "mlp"))
         # A dict attribute names its children encoderblock_{l}, as big_vision does.
         self.encoderblock = {
-            str(layer): Encoder1DBlock(
-                self.mlp_dim, self.num_heads, self.dtype, self.approximate_gelu
-            )
+            str(layer): block(self.mlp_dim, self.num_heads, self.dtype, self.approximate_gelu)
             for layer in range(self.depth)
         }
         self.encoder_norm = nn.LayerNorm()
@@ -199,6 +199,7 @@ class _Model(nn.Module):
     adapter_activation: str = "gelu"
     adapter_layer_norm: bool = True
     approximate_gelu: bool = True
+    remat: str = "none"  # rematerialise each sub-layer in the backward pass (models.REMAT)
     dtype: Any = jnp.float32
 
     def check_inputs(self, images, where: str = "images", values: bool = False) -> None:
@@ -327,6 +328,7 @@ class _Model(nn.Module):
             self.num_heads,
             self.dtype,
             self.approximate_gelu,
+            self.remat,
             name="Transformer",
         )
         steps = [lambda x, k=k: encoder.step(k, x) for k in range(1, 2 * self.depth + 1)]
