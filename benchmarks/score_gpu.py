@@ -5,20 +5,22 @@
 Scores all n^2 = 625 edges of a ViT-B/16 (random weights, random head) on a
 batch of random 224 px images, end to end including srank, and splits the time
 into the forward/backward, the n^2 products x_i^T g_j and the batched SVD. Then
-checks every srank against a float64 NumPy SVD of the same G_ij, and shows how
-many sranks change if the products run at a lower matmul precision (TF32/bf16),
-which is why the scorer pins "highest". Absolute times mean something only on
-a GPU/TPU; on CPU use benchmarks/score_edges.py.
+checks every srank against a float64 NumPy SVD of the same G_ij. Then, for every
+products precision of scoring.PRODUCTS (the dot algorithms emulating float32 with
+3 or 6 bf16 passes, TF32, one bf16 pass), times the products and counts the sranks
+(float64 Gram eigenvalues) that differ from the float64 reference and whether
+GGA's 24 picks change: the fast path's verdict. Absolute times mean something
+only on a GPU/TPU (a CPU accepts the presets but computes in float32); on CPU use
+benchmarks/score_edges.py.
 """
 
 import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gga_jax import scoring
+from gga_jax import graph, placement, scoring
 from gga_jax.models import vit
 
 
@@ -55,9 +57,10 @@ def main():
     params = jax.jit(model.init)(rng, images[:1])["params"]
     params["head"]["kernel"] = 0.03 * jax.random.normal(rng, params["head"]["kernel"].shape)
 
-    end_to_end = jax.jit(
-        lambda p, x, y: scoring.score_edges(model, p, x, y, micro_batch=args.micro_batch)
-    )
+    # score_edges checks its inputs on the host, then runs jitted: not wrapped in a jit.
+    def end_to_end(p, x, y):
+        return scoring.score_edges(model, p, x, y, micro_batch=args.micro_batch)
+
     seconds, scores = timed(end_to_end, params, images, labels)
     print(f"score_edges, {scores.size} edges on {args.batch} examples: {seconds:.3f} s end to end")
 
@@ -81,9 +84,7 @@ def main():
         f"{flops['total'] / (micro * t_products) / 1e12:.1f} TFLOP/s"
     )
 
-    full = jax.jit(lambda p, x, y: scoring.edge_gradients(model, p, x, y, micro_batch=mb))(
-        params, images, labels
-    )
+    full = scoring.edge_gradients(model, params, images, labels, micro_batch=mb)
     g64 = np.asarray(full, np.float64).reshape(-1, *full.shape[-2:])[: args.reference_edges]
     s64 = np.linalg.svd(g64, compute_uv=False)
     want = numpy_srank(s64)
@@ -94,15 +95,24 @@ def main():
     )
     close = np.abs(np.cumsum(s64, -1) / s64.sum(-1, keepdims=True) - 0.99).min(-1)
     print(f"  edges within 1e-4 of the threshold: {np.sum(close < 1e-4)}")
-    for name in ("default", "high", "bfloat16"):
-        with jax.default_matmul_precision(name):
-            low = jax.jit(lambda a, b: jnp.einsum("imd,jme->ijde", a, b))(xs, gs)
-        ref = jax.jit(lambda a, b: scoring._pair_gradients(a, b, None))(xs, gs)
-        r_low = np.asarray(scoring.srank(low.reshape(-1, *low.shape[-2:])))
-        r_ref = np.asarray(scoring.srank(ref.reshape(-1, *ref.shape[-2:])))
+    n = graph.num_nodes(model.depth)
+    reference = placement.gga(want.reshape(n, n).astype(np.float64), 24, 0.6)
+    for products in scoring.PRODUCTS:
+        try:
+            pair = jax.jit(lambda a, b, pr=products: scoring._pair_gradients(a, b, None, pr))
+            t_pair, _ = timed(pair, xs, gs)
+            g = scoring.edge_gradients(
+                model, params, images, labels, micro_batch=mb, products=products
+            )
+        except Exception as e:  # a preset this device does not run
+            print(f"  products {products!r}: not supported here ({type(e).__name__})")
+            continue
+        ranks = np.asarray(scoring.srank(g.reshape(-1, *g.shape[-2:]), method="gram64"))
+        picks = placement.gga(ranks.reshape(n, n).astype(np.float64), 24, 0.6)
+        same = "same" if picks == reference else "DIFFERENT"
         print(
-            f"  products at precision {name!r}: "
-            f"{np.sum(r_low != r_ref)} of {r_ref.size} sranks change"
+            f"  products {products!r}: {micro} x {t_pair:.3f} s; {np.sum(ranks != want)} of "
+            f"{want.size} sranks (gram64) differ from float64; GGA's 24 picks {same}"
         )
 
 

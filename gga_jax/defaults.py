@@ -39,6 +39,10 @@ def base() -> ml_collections.ConfigDict:
     c.model.pool_type = "tok"
     c.model.checkpoint = ""  # required: a path, "minilm" (text), "small_fmnist" (ViT), "random"
     c.model.overrides = ml_collections.ConfigDict()  # e.g. {"width": 32, "depth": 2}
+    # Rematerialisation in the backward pass of training and scoring, per sub-layer (two per
+    # block): "none" keeps every activation, "block" only the nodes (recomputing each
+    # sub-layer once more), "dots" the nodes and the weight matmuls' outputs. Same gradients.
+    c.model.remat = "none"
 
     # The task: where the examples come from and how they are split and preprocessed.
     c.data = ml_collections.ConfigDict()
@@ -69,8 +73,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.label_key = "label"  # the labels' column, npz array or TFDS feature
     # Integer labels: the class count (None: train's largest label + 1).
     c.data.num_classes = ml_collections.FieldReference(None, field_type=int)
-    # Shares of train held out (seeded by data.seed) where val / test have no path or split:
-    # val_fraction (0: no val), test_fraction (None: 0.2).
+    # Your own data: the share of train held out as val (seeded by data.seed) when val has
+    # no path or split, in [0, 1) (0: no val).
     c.data.val_fraction = 0.0
     # Your own data: the share of train held out as test when test has no path or split,
     # in [0, 1] (None: 0.2).
@@ -141,6 +145,10 @@ def base() -> ml_collections.ConfigDict:
     # srank method: "svd" (float32 SVD), "gram64" (float64 eigenvalues of G^T G, fast on
     # GPUs) or "auto" (gram64 on GPU, svd elsewhere); all agree with float64 NumPy.
     c.scoring.srank_method = "auto"
+    # The precision of the products x_i^T g_j: "highest" (float32, the reference), or a
+    # dot algorithm for tensor cores: "bf16_6x", "bf16_3x" (float32 emulated by 6 / 3 bf16
+    # passes), "bf16", "tf32_3x", "tf32" (GPU); see benchmarks/score_precision.py.
+    c.scoring.products = "highest"
     # srank's threshold in (0, 1): the fewest singular values holding 1 - eta of their sum.
     c.scoring.eta = 0.01
     c.scoring.head_steps = -1  # -1: 2.5% of train.steps (docs/spec.md §3)

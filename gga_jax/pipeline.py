@@ -89,6 +89,7 @@ def backbone_factory(config: ml_collections.ConfigDict, num_classes: int):
     settings = dict(
         adapter_activation=config.adapter.activation,
         adapter_layer_norm=config.adapter.layer_norm,
+        remat=config.model.remat,
     )
     modules = {"vit": vit.Model, "text": text.Model}
     if config.model.kind not in modules:
@@ -401,6 +402,7 @@ def compute_scores(config, model, params, split, partitioner, adapted=None) -> n
             micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
             chunk=s.chunk,
             srank_method=s.srank_method,
+            products=s.products,
             mesh=partitioner.mesh,
             candidates=adapted
             or graph.candidates(model.depth, config.placement.stride, config.placement.recurrent),

@@ -7,8 +7,9 @@ node value x_i, one backward every cotangent dL/dx_j, so all n^2 matrices come
 from 2n tensors; no per-edge backward pass is ever run. A score s(i, j) is an
 aggregation of G_ij, the stable rank (srank) by default.
 
-All of it runs in float32 at "highest" matmul precision: many edges sit within
-1e-4 of the srank threshold, so bf16 or TF32 would change the placement. On a
+All of it runs in float32 at "highest" matmul precision by default: many edges sit
+within 1e-4 of the srank threshold, so plain bf16 or TF32 would change the placement.
+`products` picks a faster dot algorithm for the x_i^T g_j products (PRODUCTS). On a
 GPU srank's singular values come from float64 Gram eigenvalues instead of a
 float32 SVD (see `srank`).
 
@@ -51,6 +52,20 @@ from jax.sharding import PartitionSpec as P
 from gga_jax import graph, models
 
 HIGHEST = jax.lax.Precision.HIGHEST
+_PRESET = jax.lax.DotAlgorithmPreset
+# The products x_i^T g_j (the scorer's matmuls besides the forward/backward): "highest"
+# float32 is the reference; the others are XLA's dot algorithms that emulate float32 with
+# several bf16 or TF32 passes (3x, 6x) or take one (bf16, tf32), for tensor cores. A fast
+# path is judged by whether the placement and every srank equal the float64 reference
+# (benchmarks/score_precision.py), not by matrix error. CPUs run highest, bf16*, not tf32*.
+PRODUCTS = {
+    "highest": HIGHEST,
+    "bf16_6x": _PRESET.BF16_BF16_F32_X6,
+    "bf16_3x": _PRESET.BF16_BF16_F32_X3,
+    "bf16": _PRESET.BF16_BF16_F32,
+    "tf32_3x": _PRESET.TF32_TF32_F32_X3,
+    "tf32": _PRESET.TF32_TF32_F32,
+}
 AGGREGATIONS = ("srank", "fro", "spectral", "nuclear", "min_col_sum", "max_col_sum")
 METHODS = ("auto", "svd", "gram64")
 # Edges a device adds at once on a mesh when chunk is None: its whole block would copy
@@ -353,12 +368,13 @@ def _targets(model, candidates, adapted) -> tuple[tuple[graph.Edge, ...] | None,
     return edges, _adapted_rows(model.edges, edges)
 
 
-def _pair_gradients(xs, gs, edges: tuple[graph.Edge, ...] | None):
+def _pair_gradients(xs, gs, edges: tuple[graph.Edge, ...] | None, products: str = "highest"):
     """G for all pairs as (n, n, d, d) when edges is None, else (E, d, d)."""
+    precision = PRODUCTS[products]
     if edges is None:
-        return jnp.einsum("imd,jme->ijde", xs, gs, precision=HIGHEST)
+        return jnp.einsum("imd,jme->ijde", xs, gs, precision=precision)
     src, dst = (np.asarray(a, np.int32) for a in zip(*edges))
-    return jnp.einsum("emd,emf->edf", xs[src], gs[dst], precision=HIGHEST)
+    return jnp.einsum("emd,emf->edf", xs[src], gs[dst], precision=precision)
 
 
 def _all_nodes(model, params, inputs, labels, micro_batch, loss_fn, rows=None):
@@ -383,14 +399,18 @@ def _canonical_candidates(model, candidates) -> tuple[graph.Edge, ...] | None:
     return None if set(edges) == set(graph.candidates(model.depth)) else edges
 
 
-@functools.partial(jax.jit, static_argnames=("model", "edges", "micro_batch", "loss_fn", "rows"))
-def _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows=None):
+@functools.partial(
+    jax.jit, static_argnames=("model", "edges", "micro_batch", "loss_fn", "rows", "products")
+)
+def _edge_gradients(
+    model, params, inputs, labels, edges, micro_batch, loss_fn, rows=None, products="highest"
+):
     (inputs, labels), size = _micro_batches((inputs, labels), micro_batch)
     pairs = _pairs(edges, rows)
 
     def accumulate(total, mb):
         xs, gs = _values_and_cotangents(model, params, *mb, loss_fn, 1.0 / size, rows)
-        return total + _pair_gradients(xs, gs, pairs), None
+        return total + _pair_gradients(xs, gs, pairs, products), None
 
     shape = jax.eval_shape(
         lambda mb: _pair_gradients(
@@ -414,6 +434,7 @@ def edge_gradients(
     loss_fn: Callable = softmax_xent,
     mesh: Mesh | None = None,
     adapted: bool = False,
+    products: str = "highest",
 ):
     """The linear-adapter gradients G_ij of docs/spec.md §3 for a batch.
 
@@ -441,6 +462,8 @@ def edge_gradients(
         W = 0 of a zero linear adapter newly added on (i, j) of that adapted
         model (docs/spec.md §9; see the module docstring); on a model without
         adapters it is the plain G exactly.
+      products: the precision of the products x_i^T g_j, a key of PRODUCTS
+        ("highest" float32 by default; the forward and backward stay "highest").
     Returns:
       float32 (n, n, d, d) for edges=None (zero at the model's own edges when
       `adapted`), else (E, d, d) in the order of `edges`.
@@ -448,20 +471,23 @@ def edge_gradients(
       of `edges` (or of the default edges for None) and E_padded - E zero rows after.
     """
     everything, rows = edges is None, None
+    _check_products(products)
     if _check_adapted(adapted) and model.edges:
         edges = _adapted_candidates(model, edges)
         rows = _adapted_rows(model.edges, edges)
     elif edges is not None:
         edges = graph.validate_edges(edges, model.depth)
     if mesh is None:
-        g = _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows)
+        g = _edge_gradients(
+            model, params, inputs, labels, edges, micro_batch, loss_fn, rows, products
+        )
         return _scatter(g, edges, graph.num_nodes(model.depth)) if everything and rows else g
     if edges == ():
         raise ValueError("edges is empty; give at least one edge (or None for all n^2 edges).")
     _check_mesh_batch(mesh, (inputs, labels), micro_batch)
     edges = graph.candidates(model.depth) if edges is None else edges
     return _sharded_edge_gradients(
-        model, params, inputs, labels, edges, micro_batch, None, loss_fn, mesh, rows
+        model, params, inputs, labels, edges, micro_batch, None, loss_fn, mesh, rows, products
     )
 
 
@@ -484,33 +510,38 @@ def _scatter(g, edges: tuple[graph.Edge, ...], n: int):
         "chunk",
         "loss_fn",
         "rows",
+        "products",
     ),
 )
 def _score_edges(
-    model, params, inputs, labels, edges, how, eta, method, micro_batch, chunk, loss_fn, rows
-):
+    model, params, inputs, labels, edges, how, eta, method, micro_batch, chunk, loss_fn, rows,
+    products,
+):  # fmt: skip
     n = graph.num_nodes(model.depth)
     if chunk is None:
-        g = _edge_gradients(model, params, inputs, labels, edges, micro_batch, loss_fn, rows)
+        g = _edge_gradients(
+            model, params, inputs, labels, edges, micro_batch, loss_fn, rows, products
+        )
         scores = aggregate(g.reshape(-1, *g.shape[-2:]), how, eta, method)
     else:
         with jax.default_matmul_precision("highest"):
             xs, gs = _all_nodes(model, params, inputs, labels, micro_batch, loss_fn, rows)
         edges = edges or graph.candidates(model.depth)
-        scores = _chunked_scores(xs, gs, _pairs(edges, rows), how, eta, method, chunk)
+        pairs = _pairs(edges, rows)
+        scores = _chunked_scores(xs, gs, pairs, how, eta, method, chunk, products)
     src, dst = zip(*(edges or graph.candidates(model.depth)))
     matrix = jnp.full((n, n), -jnp.inf, jnp.float32)
     return matrix.at[np.array(src), np.array(dst)].set(scores.astype(jnp.float32))
 
 
-def _chunked_scores(xs, gs, edges, how, eta, method, chunk):
+def _chunked_scores(xs, gs, edges, how, eta, method, chunk, products):
     """Scores of `edges`, `chunk` matrices at a time: memory chunk * d^2, not E * d^2."""
     num = len(edges)
     pad = -num % chunk
     pairs = np.array(list(edges) + [edges[0]] * pad, np.int32).reshape(-1, chunk, 2)
 
     def one_edge(pair):
-        return jnp.dot(xs[pair[0]].T, gs[pair[1]], precision=HIGHEST)
+        return jnp.dot(xs[pair[0]].T, gs[pair[1]], precision=PRODUCTS[products])
 
     def one_chunk(block):
         return aggregate(jax.lax.map(one_edge, block), how, eta, method)
@@ -533,6 +564,7 @@ def score_edges(
     srank_method: str = "auto",
     mesh: Mesh | None = None,
     adapted: bool = False,
+    products: str = "highest",
 ):
     """Scores every candidate edge from one forward and one backward per micro-batch.
 
@@ -554,6 +586,7 @@ def score_edges(
         (2 chunk M T d / mesh.size floats, M the micro-batch); None means
         MESH_CHUNK edges.
       srank_method: one of METHODS (see `srank`).
+      products: the precision of the products x_i^T g_j, a key of PRODUCTS.
       mesh: None scores on one device. With a mesh, G is accumulated sharded
         over the edge axis as in `edge_gradients`, then a separate jit reduces
         each device's block to scores in place, one matrix at a time; only the
@@ -563,6 +596,7 @@ def score_edges(
       float32 (n, n) scores, -inf at non-candidates.
     """
     eta, method = _check_score_args(aggregation, eta, chunk, srank_method)
+    _check_products(products)
     edges, rows = _targets(model, candidates, adapted)
     # srank turns NaN gradients into rank 0, so bad inputs must be caught before.
     models.check_batch(model, inputs, labels, "score_edges", values=True)
@@ -570,7 +604,7 @@ def score_edges(
         _check_mesh_batch(mesh, (inputs, labels), micro_batch)
         edges = edges or graph.candidates(model.depth)
         g = _sharded_edge_gradients(
-            model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows
+            model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows, products
         )
         n = graph.num_nodes(model.depth)
         scores = _sharded_scores(g, edges, n, aggregation, eta, method, mesh)
@@ -588,9 +622,15 @@ def score_edges(
             chunk,
             loss_fn,
             rows,
+            products,
         )
     _warn_if_constant(scores)
     return scores
+
+
+def _check_products(products) -> None:
+    if products not in PRODUCTS:
+        raise ValueError(f"Unknown products precision {products!r}; valid: {tuple(PRODUCTS)}.")
 
 
 def _warn_if_constant(scores) -> None:
@@ -652,7 +692,7 @@ def _padded_edges(edges, num_devices: int) -> tuple[np.ndarray, np.ndarray]:
     return pairs, weights
 
 
-def _add_block(total, pairs, weights, xs, gs, chunk: int | None):
+def _add_block(total, pairs, weights, xs, gs, chunk: int | None, products: str = "highest"):
     """Adds x_i^T g_j to one device's (E_local, d, d) block of G, `chunk` edges at a time.
 
     pairs (E_local, 2) and weights (E_local,) are the device's edges; xs and gs
@@ -667,7 +707,7 @@ def _add_block(total, pairs, weights, xs, gs, chunk: int | None):
         fresh = start + jnp.arange(size) >= c * size
         w = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(weights, start, size), 0.0)
         src, dst = jax.lax.dynamic_slice_in_dim(pairs, start, size).T
-        g = jnp.einsum("emd,emf->edf", xs[src], gs[dst], precision=HIGHEST)
+        g = jnp.einsum("emd,emf->edf", xs[src], gs[dst], precision=PRODUCTS[products])
         old = jax.lax.dynamic_slice_in_dim(total, start, size)
         return jax.lax.dynamic_update_slice_in_dim(total, old + w[:, None, None] * g, start, 0)
 
@@ -675,7 +715,9 @@ def _add_block(total, pairs, weights, xs, gs, chunk: int | None):
     return jax.lax.fori_loop(0, -(-num // size), add_chunk, total)
 
 
-def _add_block_ring(total, pairs, weights, xs, gs, chunk: int | None, axes: tuple[str, ...]):
+def _add_block_ring(
+    total, pairs, weights, xs, gs, chunk: int | None, axes: tuple[str, ...], products: str
+):
     """Adds x_i^T g_j over all rows of the micro-batch to one device's block of G.
 
     Inside a shard_map over all mesh `axes`, D devices: xs and gs are the
@@ -691,18 +733,29 @@ def _add_block_ring(total, pairs, weights, xs, gs, chunk: int | None, axes: tupl
         total, rows = carry
         # Independent of the add, so the transfer can overlap it.
         incoming = jax.lax.ppermute(rows, axes, ring)
-        return _add_block(total, pairs, weights, *rows, chunk), incoming
+        return _add_block(total, pairs, weights, *rows, chunk, products), incoming
 
     total, rows = jax.lax.fori_loop(0, num_devices - 1, step, (total, (xs, gs)))
-    return _add_block(total, pairs, weights, *rows, chunk)
+    return _add_block(total, pairs, weights, *rows, chunk, products)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("model", "edges", "micro_batch", "chunk", "loss_fn", "mesh", "rows")
+    jax.jit,
+    static_argnames=(
+        "model",
+        "edges",
+        "micro_batch",
+        "chunk",
+        "loss_fn",
+        "mesh",
+        "rows",
+        "products",
+    ),
 )
 def _sharded_edge_gradients(
-    model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows=None
-):
+    model, params, inputs, labels, edges, micro_batch, chunk, loss_fn, mesh, rows=None,
+    products="highest",
+):  # fmt: skip
     """(E_padded, d, d) G of `edges`, accumulated over micro-batches sharded over the edges."""
     (inputs, labels), size = _micro_batches((inputs, labels), micro_batch)
     axes = tuple(mesh.axis_names)
@@ -712,7 +765,7 @@ def _sharded_edge_gradients(
 
     pairs, weights = _padded_edges(_pairs(edges, rows), mesh.size)
     add = jax.shard_map(
-        functools.partial(_add_block_ring, chunk=chunk, axes=axes),
+        functools.partial(_add_block_ring, chunk=chunk, axes=axes, products=products),
         mesh=mesh,
         in_specs=(P(axes), P(axes), P(axes), P(None, axes), P(None, axes)),
         out_specs=P(axes),

@@ -25,7 +25,7 @@ from typing import Any
 
 import ml_collections
 
-from gga_jax import adapters, data, graph, placement, scoring, tina, train
+from gga_jax import adapters, data, graph, models, placement, scoring, tina, train
 
 # The arms a run may list: placement policies of docs/spec.md §4, "fixed" (config.placement.edges)
 # and the training modes without adapters.
@@ -117,6 +117,7 @@ def _shown(value):
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seed": _int_at_least(0),
     "model.kind": _one_of(("vit", "text")),
+    "model.remat": _one_of(models.REMAT),
     "data.source": _one_of(SOURCES),
     "data.image_size": _int_at_least(1),
     "data.max_len": _int_at_least(1),
@@ -154,6 +155,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scoring.chunk": _OPTIONAL_INT,
     "scoring.aggregation": _one_of(scoring.AGGREGATIONS),
     "scoring.srank_method": _one_of(scoring.METHODS),
+    "scoring.products": _one_of(tuple(scoring.PRODUCTS)),
     "scoring.eta": _real_in(0, 1, low_open=True),
     "scoring.head_steps": _int_at_least(-1),
     "placement.iterative_rounds": _int_at_least(1),

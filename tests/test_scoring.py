@@ -496,3 +496,40 @@ def test_scorer_and_gga_run_unchanged_on_the_pretrained_small_vit():
     assert scores.shape == (13, 13) and np.isfinite(scores).all() and scores.max() > scores.min()
     edges = placement.gga(scores, 6)
     assert len(set(edges)) == 6 and all(0 <= i < 13 and 0 <= j < 13 for i, j in edges)
+
+
+def test_product_presets_reach_the_products_of_every_path(setup):
+    """products= sets the dot algorithm of the x_i^T g_j products, and only theirs (the
+    forward and backward stay "highest"), on all pairs, listed edges, chunked scores and a
+    mesh. (CPUs accept the presets but compute in float32; their accuracy is judged on a
+    GPU by benchmarks/score_precision.py.)"""
+    model, params, images, labels = setup
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    paths = {
+        "all pairs": lambda p, products: scoring.edge_gradients(
+            model, p, images, labels, products=products
+        ),
+        "edges": lambda p, products: scoring.edge_gradients(
+            model, p, images, labels, edges=[(0, 3), (2, 1)], products=products
+        ),
+        "mesh": lambda p, products: scoring.edge_gradients(
+            model, p, images, labels, mesh=mesh, products=products
+        ),
+        "chunked": lambda p, products: scoring._score_edges(
+            model=model, params=p, inputs=images, labels=labels, edges=None, how="srank",
+            eta=0.01, method="svd", micro_batch=None, chunk=3, loss_fn=scoring.softmax_xent,
+            rows=None, products=products,
+        ),
+    }  # fmt: skip
+    for name, path in paths.items():
+        for products, preset in (("bf16_3x", "BF16_BF16_F32_X3"), ("tf32", "TF32_TF32_F32")):
+            jaxpr = str(jax.make_jaxpr(lambda p, path=path, pr=products: path(p, pr))(params))
+            assert preset in jaxpr, (name, products)  # the mesh's ring adds in two places
+        highest = str(jax.make_jaxpr(lambda p, path=path: path(p, "highest"))(params))
+        assert "BF16" not in highest and "TF32" not in highest
+
+
+def test_unknown_products_precision_is_refused(setup):
+    model, params, images, labels = setup
+    with pytest.raises(ValueError, match="Unknown products precision 'fp8'; valid: \\('highest'"):
+        scoring.score_edges(model, params, images, labels, products="fp8")
