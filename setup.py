@@ -35,6 +35,10 @@ TEST_REQUIRES = [
     "ruff==0.17.6",
     "torch==2.13.0",
     "transformers==5.23.0",
+    # tests/test_notebooks.py runs colabs/*.ipynb in a kernel.
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
     *TFDS_REQUIRES,
     *OFFLINE_REQUIRES,
 ]
