@@ -360,6 +360,16 @@ CASES = [
         **{"scoring.aggregation": "mean"},
     ),
     config_case(
+        "scoring.products = 'fp8'",
+        r"scoring.products = 'fp8': must be one of \('highest', 'bf16_6x'",
+        **{"scoring.products": "fp8"},
+    ),
+    config_case(
+        "model.remat = 'all'",
+        r"model.remat = 'all': must be one of \('none', 'block', 'dots'\)",
+        **{"model.remat": "all"},
+    ),
+    config_case(
         "adapter.rank = 0", r"adapter.rank = 0: must be an integer >= 1", **{"adapter.rank": 0}
     ),
     config_case(
