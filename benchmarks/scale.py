@@ -22,12 +22,13 @@ method), with the time split into forward + backward, the n^2 products and the
 srank; then adapter-training steps/s (batch 128) for PA and for a 24-edge GGA
 placement over candidates with recurrent edges. If GGA picked no edge out of
 node 24, a worst case is timed as well: GGA's placement with its last picks
-replaced by (24, 0), (23, 1) and (22, 2). --small shrinks it (ViT-Ti/16 at
+replaced by (24, 0), (23, 1) and (22, 2). Then images/s of PA, PA with
+model.remat "block", and full fine-tuning, timed together. --small shrinks it (ViT-Ti/16 at
 64 px, 32 examples, batch 16) so the same code runs on a CPU in a minute or two.
 
 Both modes print Markdown tables and, with --out, write every figure to JSON.
 A placement with recurrent edges is timed twice: recomputing pass 1 every step,
-and with its pass-1 values given (train.pass1_values), as main's pass-1 cache
+and with its pass-1 values given (train.plain_values), as main's pass-1 cache
 feeds them after the first epoch. Measured (CPU mode, jax 0.10.2, 348 s;
 tables in docs/scaling.md): the same sranks on 1, 2, 4 and 8 devices; GGA's
 placement holds (2L, 0), the worst case, and costs 1.52x the XLA FLOPs of PA
@@ -153,18 +154,20 @@ def xla_flops(compiled) -> float | None:
 # --- training -------------------------------------------------------------------------
 
 
-def train_runner(model, params, partitioner, images, labels, steps: int, cached=False):
+def train_runner(
+    model, params, partitioner, images, labels, steps: int, cached=False, trainable="adapters"
+):
     """(run, GFLOP per step): run() does `steps` train steps and returns the last metrics.
 
     The step is `train.make_train_step` with the adapters-and-head trainable set,
     the run's optimizer (docs/spec.md §5 SGD) and shardings from `train.state_shardings`;
     the GFLOP are XLA's cost analysis of the compiled step (per device). With
-    `cached`, the batch carries its pass-1 values (train.pass1_values), as a run
+    `cached`, the batch carries its pass-1 values (train.plain_values), as a run
     with main's pass-1 cache feeds them after the first epoch. Like the inputs,
     they stay on the devices here: a real run also copies B x T x d floats per
     recurrent source from the host each step.
     """
-    trainable, frozen = train.partition(params, train.TRAINABLE["adapters"])
+    trainable, frozen = train.partition(params, train.TRAINABLE[trainable])
     opt = train.optimizer(defaults.base().train, 1000)
     shardings = train.state_shardings(
         partitioner, trainable, frozen, jax.eval_shape(opt.init, trainable)
@@ -176,7 +179,8 @@ def train_runner(model, params, partitioner, images, labels, steps: int, cached=
     frozen = sharding.put(frozen, shardings["frozen"])
     batch = {"inputs": images, "labels": labels}
     if cached:
-        batch["pass1"] = train.pass1_values(model, params, images, len(labels))
+        sources = graph.recurrent_sources(model.edges)
+        batch["pass1"] = train.plain_values(model, params, images, len(labels), sources)
     batch = partitioner.to_global(batch)
     step = train.make_train_step(model, opt, shardings=shardings)
     compiled = step.lower(trainable, frozen, opt_state, batch).compile()
@@ -591,6 +595,26 @@ def run_gpu(args) -> dict:
     recurrent = recurrent_figures(
         make_model, params_for, partitioner, train_images, train_labels, places, ns
     )
+    pa_edges = tuple(placement.all_parallel(depth))
+    others = {  # name: (model, trainable set)
+        "PA": (make_model(pa_edges), "adapters"),
+        "PA, remat block": (
+            vit.Model(1000, variant=cfg["variant"], edges=pa_edges, remat="block"),
+            "adapters",
+        ),
+        "full fine-tuning": (make_model(()), "full_finetune"),
+    }
+    runs = {
+        name: train_runner(
+            model, params_for(model), partitioner, train_images, train_labels, cfg["steps"],
+            trainable=kind,
+        )[0]
+        for name, (model, kind) in others.items()
+    }  # fmt: skip
+    images_per_s = {
+        name: cfg["batch"] * cfg["steps"] / seconds
+        for name, seconds in interleaved(runs, cfg["repeats"]).items()
+    }
     summary = {
         "mode": "gpu-small" if args.small else "gpu",
         "jax": jax.__version__,
@@ -599,6 +623,7 @@ def run_gpu(args) -> dict:
         **cfg,
         "scoring": score,
         "recurrent": recurrent,
+        "images_per_s": images_per_s,
     }
     print_gpu(summary)
     return summary
@@ -635,6 +660,11 @@ def print_gpu(s: dict) -> None:
     print("| --- " * 8 + "|")
     recurrent_rows(s["recurrent"])
     print_edge_lists(s["recurrent"])
+    print(f"\nTraining throughput, batch {s['batch']} (timed together):\n")
+    print("| run | images/s |")
+    print("| --- | --- |")
+    for name, rate in s["images_per_s"].items():
+        print(f"| {name} | {rate:.1f} |")
 
 
 def main():

@@ -142,7 +142,7 @@ class Split:
     def take(self, indices) -> dict[str, Any]:
         """The examples at `indices` (B,): {"inputs", "labels": (B,) int32, "index": (B,) int32}.
 
-        "index" lets per-example caches (train.pass1_values) follow the batch.
+        "index" lets per-example caches (train.plain_values) follow the batch.
         """
         indices = np.asarray(indices)
         return {

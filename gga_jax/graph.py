@@ -158,7 +158,7 @@ def propagate(
       pass1: {i: z_i} for every recurrent source i, precomputed plain node
         values of these same inputs; pass 1 is then not run. Pass 1 has no
         adapters, so z_i depends only on the input and can be cached across
-        epochs (train.pass1_values).
+        epochs (train.plain_values).
       inner_tap: inner_tap(point, k, x) may replace the value of node k at two
         points inside its update: "pre_sequential" (after the incoming
         parallel/long-range adapters, before the sequential one) and
