@@ -147,7 +147,7 @@ def base() -> ml_collections.ConfigDict:
     c.scoring.srank_method = "auto"
     # The precision of the products x_i^T g_j: "highest" (float32, the reference), or a
     # dot algorithm for tensor cores: "bf16_6x", "bf16_3x" (float32 emulated by 6 / 3 bf16
-    # passes), "bf16", "tf32_3x", "tf32" (GPU); see benchmarks/score_precision.py.
+    # passes), "bf16", "tf32_3x", "tf32" (GPU); see benchmarks/score_gpu.py.
     c.scoring.products = "highest"
     # srank's threshold in (0, 1): the fewest singular values holding 1 - eta of their sum.
     c.scoring.eta = 0.01

@@ -57,7 +57,7 @@ _PRESET = jax.lax.DotAlgorithmPreset
 # float32 is the reference; the others are XLA's dot algorithms that emulate float32 with
 # several bf16 or TF32 passes (3x, 6x) or take one (bf16, tf32), for tensor cores. A fast
 # path is judged by whether the placement and every srank equal the float64 reference
-# (benchmarks/score_precision.py), not by matrix error. CPUs run highest, bf16*, not tf32*.
+# (benchmarks/score_gpu.py), not by matrix error. CPUs run highest, bf16*, not tf32*.
 PRODUCTS = {
     "highest": HIGHEST,
     "bf16_6x": _PRESET.BF16_BF16_F32_X6,

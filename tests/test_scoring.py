@@ -502,7 +502,7 @@ def test_product_presets_reach_the_products_of_every_path(setup):
     """products= sets the dot algorithm of the x_i^T g_j products, and only theirs (the
     forward and backward stay "highest"), on all pairs, listed edges, chunked scores and a
     mesh. (CPUs accept the presets but compute in float32; their accuracy is judged on a
-    GPU by benchmarks/score_precision.py.)"""
+    GPU by benchmarks/score_gpu.py.)"""
     model, params, images, labels = setup
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     paths = {
