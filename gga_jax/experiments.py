@@ -429,13 +429,7 @@ def check_workdir(config, workdir: str) -> None:
     if not os.path.exists(path):
         return
     saved = validation.read_json(path, "recorded experiment")
-    now = json.loads(json.dumps(flat(config)))
-    skip = tuple(f"base.{k}" for k in pipeline.RESUMABLE_KEYS)
-    diff = [
-        f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now"
-        for k in sorted(set(saved) | set(now))
-        if k not in skip and saved.get(k) != now.get(k)
-    ]
+    diff = pipeline.config_diff(saved, json.loads(json.dumps(flat(config))), prefix="base.")
     if diff:
         shown = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
         raise validation.ConfigError(

@@ -31,6 +31,7 @@ import numpy as np
 from gga_jax import (
     adapters,
     checkpoints,
+    defaults,
     graph,
     placement,
     plots,
@@ -696,17 +697,36 @@ def check_workdir(config, workdir: str) -> None:
     current = flat_config(config)
     if os.path.exists(path):
         saved = validation.read_json(path, "recorded config (it only guards resumption)")
-        absent = "<absent>"
-        diff = [
-            f"{k}: {saved.get(k, absent)!r} there, {current.get(k, absent)!r} now"
-            for k in sorted(set(saved) | set(current))
-            if k not in RESUMABLE_KEYS and saved.get(k, absent) != current.get(k, absent)
-        ]
+        diff = config_diff(saved, current)
         if diff:
             raise validation.ConfigError(
                 f"{workdir} holds a run with another config ({'; '.join(diff)}); resuming it "
                 f"would mix the two: use another --workdir (nothing was changed)."
             )
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys a recorded flat config and the current one disagree on, "k: a there, b now".
+
+    `prefix` is where the run config sits in the flat keys ("base." for an
+    experiment). RESUMABLE_KEYS never count. Nor does a key the record lacks
+    whose current value is the library default: the key was added after the run
+    was recorded, and a new key's default always keeps the older behaviour
+    (model.remat "none", scoring.products "highest"), so an upgrade does not
+    strand a half-finished sweep.
+    """
+    library = flat_config(defaults.base())
+    absent = "<absent>"
+    diff = []
+    for k in sorted(set(saved) | set(current)):
+        key = k[len(prefix) :] if k.startswith(prefix) else None
+        was, now = saved.get(k, absent), current.get(k, absent)
+        if key in RESUMABLE_KEYS or was == now:
+            continue
+        if was == absent and key is not None and library.get(key, absent) == now:
+            continue
+        diff.append(f"{k}: {was!r} there, {now!r} now")
+    return diff
 
 
 def record_config(config, workdir: str) -> None:

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -287,6 +288,29 @@ def test_a_workdir_holding_another_experiment_is_refused(uninterrupted):
     c.base.train.steps = 5
     message = one_line_error(c, uninterrupted[0], match="holds another experiment")
     assert "base.train.steps: 4 there, 5 now" in message
+
+
+def copy_without(workdir, tmp_path, key):
+    """A copy of workdir whose experiment.json lacks `key`, as one an older library wrote."""
+    copy = tmp_path / "older"
+    shutil.copytree(workdir, copy)
+    record = json.loads((copy / "experiment.json").read_text())
+    del record[key]
+    (copy / "experiment.json").write_text(json.dumps(record))
+    return str(copy)
+
+
+def test_a_key_added_since_at_its_default_still_resumes(uninterrupted, tmp_path):
+    older = copy_without(uninterrupted[0], tmp_path, "base.model.remat")
+    experiments.check(small_e1(), older)  # remat is "none", the default: no difference
+
+
+def test_a_key_added_since_off_its_default_is_refused(uninterrupted, tmp_path):
+    older = copy_without(uninterrupted[0], tmp_path, "base.model.remat")
+    c = small_e1()
+    c.base.model.remat = "block"
+    message = one_line_error(c, older, match="holds another experiment")
+    assert "base.model.remat: '<absent>' there, 'block' now" in message
 
 
 def test_cli_unknown_experiment_argument_is_one_line(tmp_path):
