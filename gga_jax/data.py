@@ -65,12 +65,17 @@ next round(val_fraction * n) (default 0: no val) and train the rest, each kept
 in file order. The parts depend on (seed, n) alone and are disjoint; with
 final=True train is train + val and test is unchanged.
 
-Limitation: every split is materialised in host memory as float32 (while an
-image split is read, its uint8 copy is held as well: 1.25 times the final
-size). At 224 px the VTAB-1k test sets take 9 GB (CLEVR), 16 GB (SVHN) and
-44 GB (dSprites); the training sets of iNaturalist 2018 and Places365 (263 GB
-and 1.1 TB) do not fit at all, and would need a streaming path (e.g.
-tfds.data_source with random access) that this module does not have.
+Memory: a Split holds its images as float32 in host memory (while it is read,
+its uint8 copy as well: 1.25 times the final size). An image split of
+TFDS_TASKS whose float32 copy would exceed data.stream_above_gib (8 GiB) is
+streamed instead (data.stream "auto"): a StreamedSplit keeps only the record
+index and reads each batch's rows by random access over the dataset's
+array_record files (tfds's data source), decoded by the same TensorFlow ops and
+kept uint8 until the model's first op. The order stays the pure function of
+(seed, step) above, each process reads only its rows (train_batches' rows), and
+`prefetch` reads batches ahead in a thread. iNaturalist 2018 and Places365
+(263 GB and 1.1 TB as float32 at 224 px) need this path: prepare them with
+`tfds build NAME --file_format=array_record`.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ import json
 import numbers
 import os
 import pathlib
+import queue
 import re
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -93,11 +100,17 @@ import jax
 import numpy as np
 
 SOURCES = ("tfds", "offline", "folder", "csv", "jsonl", "npz")
+# data.stream: "auto" streams a TFDS_TASKS image split whose float32 copy would
+# take more than stream_above_gib GiB; "always" streams every image split of one;
+# "never" reads every split into memory.
+STREAM_MODES = ("auto", "always", "never")
 
 # Examples per tf.data batch while a tfds split is read into memory.
 _READ_CHUNK = 512
 # Images resized at once for the offline sets.
 _RESIZE_CHUNK = 1024
+# Examples a streamed batch decodes at once (tf.map_fn's parallel_iterations).
+_DECODE_THREADS = 16
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +165,55 @@ class Split:
         }
 
 
-def steps_per_epoch(split: Split, batch_size: int) -> int:
+@dataclasses.dataclass(eq=False)
+class StreamedSplit:
+    """N image examples of a prepared TFDS split, read on demand: Split's interface.
+
+    Only the record index lives in host memory. `take` reads the rows asked for
+    by random access (tfds's array_record data source), then decodes, prepares
+    and resizes them with the TensorFlow ops of the in-memory path, so its
+    images are those of `Split` to the bit, but uint8: the model maps them to
+    [-1, 1] on the device (models.vit.UINT8_VALUES), a quarter of float32's
+    bytes on the way there.
+
+    Attributes:
+      records: a random-access sequence of the N serialized examples
+        (len, __getitems__).
+      decode: a list of B serialized examples -> (images (B, S, S, 3) uint8,
+        labels (B,) integers).
+      num_classes: labels must lie in [0, num_classes).
+      where: the split, for messages.
+    """
+
+    records: Any
+    decode: Callable[[list], tuple[np.ndarray, np.ndarray]]
+    num_classes: int
+    where: str
+
+    @property
+    def num_examples(self) -> int:
+        """N, the number of examples."""
+        return len(self.records)
+
+    def take(self, indices) -> dict[str, Any]:
+        """The examples at `indices` (B,), read now: Split.take's dict, images uint8."""
+        indices = np.asarray(indices, np.int64)
+        images, labels = self.decode(self.records.__getitems__(indices.tolist()))
+        labels = np.asarray(labels, np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
+        if len(bad):
+            raise ValueError(
+                f"{self.where}: example {indices[bad[0]]} has label {labels[bad[0]]}, outside "
+                f"[0, {self.num_classes}); is the data a different version of the dataset?"
+            )
+        return {
+            "inputs": images,
+            "labels": labels.astype(np.int32),
+            "index": indices.astype(np.int32),
+        }
+
+
+def steps_per_epoch(split: Split | StreamedSplit, batch_size: int) -> int:
     """Full batches in one pass over `split`: N // batch_size (the remainder is dropped)."""
     _check_int(batch_size, "batch_size", minimum=1)
     steps = split.num_examples // batch_size
@@ -165,37 +226,93 @@ def steps_per_epoch(split: Split, batch_size: int) -> int:
 
 
 def train_batches(
-    split: Split, batch_size: int, seed: int, start_step: int = 0
+    split: Split | StreamedSplit,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    rows: slice | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Endless training batches, batch s being a function of (seed, s) only.
 
     With K = steps_per_epoch(split, batch_size), batch s holds the examples
     order[k * batch_size : (k + 1) * batch_size], k = s % K, of the permutation
     order = np.random.default_rng([seed, s // K]).permutation(N). Starting at
-    `start_step` therefore continues an interrupted run exactly.
+    `start_step` therefore continues an interrupted run exactly. `rows` (a
+    slice of range(batch_size), e.g. sharding.host_rows) keeps only those rows
+    of each batch, and only they are read: each process of a multi-host run
+    reads its own part of the global batch.
 
     Returns:
-      An iterator of {"inputs": pytree of (batch_size, ...) arrays, "labels":
-      (batch_size,) int32}; images as float32 in [-1, 1].
+      An iterator of {"inputs": pytree of (B, ...) arrays, "labels": (B,) int32,
+      "index": (B,) int32}, B = batch_size or the rows kept; images as float32
+      in [-1, 1] (Split) or uint8 (StreamedSplit).
     """
     steps = steps_per_epoch(split, batch_size)
     _check_int(seed, "seed", minimum=0)
     _check_int(start_step, "start_step", minimum=0)
-    return _train_batches(split, batch_size, seed, int(start_step), steps)
+    rows = slice(None) if rows is None else rows
+    return _train_batches(split, batch_size, seed, int(start_step), steps, rows)
 
 
-def _train_batches(split, batch_size, seed, step, steps):
+def _train_batches(split, batch_size, seed, step, steps, rows):
     epoch, order = None, None
     while True:
         if step // steps != epoch:
             epoch = step // steps
             order = np.random.default_rng([seed, epoch]).permutation(split.num_examples)
         first = (step % steps) * batch_size
-        yield split.take(order[first : first + batch_size])
+        yield split.take(order[first : first + batch_size][rows])
         step += 1
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, Any]]:
+def prefetch(batches: Iterator, depth: int) -> Iterator:
+    """`batches`, read up to `depth` items ahead by a background thread (depth 0: as is).
+
+    The reading (a StreamedSplit's records, decoding and resizing) overlaps the
+    train step. An error in the thread is raised here, at the item it hit;
+    closing the returned generator (or dropping it) stops the thread.
+    """
+    _check_int(depth, "prefetch", minimum=0)
+    return batches if depth == 0 else _prefetch(batches, depth)
+
+
+def _prefetch(batches, depth):
+    buffer, stop = queue.Queue(maxsize=depth), threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill():
+        try:
+            for item in batches:
+                if not put((item, None)):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put((None, e))
+            return
+        put((None, StopIteration()))
+
+    thread = threading.Thread(target=fill, name="gga_jax-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if isinstance(error, StopIteration):
+                return
+            if error is not None:
+                raise error
+            yield item
+    finally:
+        stop.set()
+
+
+def eval_batches(split: Split | StreamedSplit, batch_size: int) -> Iterator[dict[str, Any]]:
     """One pass over `split` in order, every batch of the same shape.
 
     The last batch is padded to `batch_size`, so a jitted eval step compiles
@@ -249,16 +366,19 @@ CONFIG_FIELDS = {
     "num_classes": None,
     "val_fraction": 0.0,
     "test_fraction": None,
+    "stream": "auto",
+    "stream_above_gib": 8.0,
+    "prefetch": 2,
 }
 # Fields every source reads (the image fields are ignored for text and vice versa).
-_COMMON_FIELDS = ("source", "name", "final", "image_size", "tokenizer", "max_len")
+_COMMON_FIELDS = ("source", "name", "final", "image_size", "tokenizer", "max_len", "prefetch")
 _HELD_OUT_FIELDS = ("seed", "val_fraction", "test_fraction")
 _LABEL_FIELDS = ("label_key", "num_classes")
 _TEXT_FIELDS = ("text_key", "text_pair_key")
 # The other fields each reader reads; setting one that it does not read is an error.
 # "tfds" is a TFDS_TASKS name, "tfds_any" any other TFDS name.
 _READER_FIELDS = {
-    "tfds": ("data_dir",),
+    "tfds": ("data_dir", "stream", "stream_above_gib"),
     "offline": ("seed", "train_size", "val_size", "test_size"),
     "tfds_any": (
         "data_dir",
@@ -314,6 +434,13 @@ def load(config, tokenizer: Callable[..., dict[str, np.ndarray]] | None = None) 
         ("text"), second texts of pairs (None: no pairs) and labels ("label").
       num_classes: integer labels of your own data: their class count
         (default: train's largest label + 1).
+      stream, stream_above_gib: TFDS_TASKS only: which image splits are read
+        on demand (StreamedSplit) instead of into memory. "auto" (default)
+        streams a split whose float32 copy would exceed stream_above_gib GiB
+        (default 8), "always" every image split, "never" none. Streaming
+        needs the dataset prepared as array_record.
+      prefetch: training batches read ahead in a background thread
+        (pipeline.train_batches); default 2, 0 reads each batch when asked.
     The module docstring says how your own data is read, labelled and split.
 
     Args:
@@ -322,7 +449,7 @@ def load(config, tokenizer: Callable[..., dict[str, np.ndarray]] | None = None) 
         of B strings and returning {"input_ids", "attention_mask",
         "token_type_ids"}, each (B, T) int32, like models.text.Tokenizer.
     Returns:
-      {"train": Split, "val": Split or None, "test": Split, "num_classes": int,
+      {"train": Split or StreamedSplit, "val": ... or None, "test": ..., "num_classes": int,
       "label_names": tuple of num_classes str, "kind": "image" or "text",
       "name": str}.
     """
@@ -403,8 +530,14 @@ def _read_config(config) -> dict[str, Any]:
     _check_int(cfg["image_size"], "image_size", minimum=1)
     _check_int(cfg["max_len"], "max_len", minimum=1)
     _check_int(cfg["seed"], "seed", minimum=0)
+    _check_int(cfg["prefetch"], "prefetch", minimum=0)
     if not isinstance(cfg["final"], bool):
         raise ValueError(f"final must be True or False, got {cfg['final']!r}.")
+    if cfg["stream"] not in STREAM_MODES:
+        raise ValueError(f"stream must be one of {STREAM_MODES}, got {cfg['stream']!r}.")
+    above = cfg["stream_above_gib"]
+    if isinstance(above, bool) or not isinstance(above, numbers.Real) or not above > 0:
+        raise ValueError(f"stream_above_gib must be a number of GiB above 0, got {above!r}.")
     return cfg
 
 
@@ -648,17 +781,24 @@ def _load_tfds(task: TfdsTask, cfg: dict, tokenizer) -> dict[str, Any]:
         roles = {"train": "trainval", "val": None, "test": "test"}
     else:
         roles = {"train": "train", "val": "val", "test": "test"}
-    result = {}
-    for role, key in roles.items():
-        if key is None:
-            result[role] = None
+    specs = {role: task.splits[key] for role, key in roles.items() if key is not None}
+    where = {
+        role: f"TFDS split {spec!r} of {task.builder!r} (data_dir {builder.data_dir})"
+        for role, spec in specs.items()
+    }
+    # Every role's choice is made (and refused) before any split is read.
+    streamed = {
+        role: _streams(builder, task, spec, cfg, where[role]) for role, spec in specs.items()
+    }
+    result = {role: None for role in roles}
+    for role, spec in specs.items():
+        if streamed[role]:
+            result[role] = _streamed_split(builder, task, spec, cfg["image_size"], where[role])
             continue
-        spec = task.splits[key]
-        where = f"TFDS split {spec!r} of {task.builder!r} (data_dir {builder.data_dir})"
-        inputs, labels = _read_tfds_split(builder, task, spec, cfg["image_size"], where)
+        inputs, labels = _read_tfds_split(builder, task, spec, cfg["image_size"], where[role])
         if task.kind == "text":
             inputs = tokenizer(*inputs)
-        result[role] = _make_split(inputs, labels, task.num_classes, where)
+        result[role] = _make_split(inputs, labels, task.num_classes, where[role])
     names = task.label_names or tuple(builder.info.features["label"].names)
     return {
         **result,
@@ -669,19 +809,114 @@ def _load_tfds(task: TfdsTask, cfg: dict, tokenizer) -> dict[str, Any]:
     }
 
 
+def _formats(builder) -> set[str]:
+    """The file formats a prepared TFDS dataset is stored in ("tfrecord", "array_record")."""
+    return {getattr(f, "value", str(f)) for f in builder.info.available_file_formats()}
+
+
+def _streams(builder, task: TfdsTask, spec: str, cfg: dict, where: str) -> bool:
+    """Whether the split is streamed (data.stream); a ValueError if it must be but cannot be."""
+    mode = cfg["stream"]
+    if mode == "never" or task.kind == "text":
+        if mode == "always":
+            raise ValueError(
+                f"stream = 'always', but {where} is text, which is tokenized into memory "
+                f"(int32 ids, 1.5 KiB per 128 tokens); set stream to 'auto' or 'never'."
+            )
+        return False
+    if not builder.is_prepared():  # (tfds.testing.mock_data's builders are not either)
+        if mode == "auto":
+            return False  # the in-memory reader says how to prepare it
+        raise _not_prepared(builder, task)
+    size = cfg["image_size"]
+    gib = builder.info.splits[spec].num_examples * size * size * 3 * 4 / 2**30
+    if mode == "auto" and gib <= cfg["stream_above_gib"]:
+        return False
+    formats = _formats(builder)
+    if "array_record" not in formats:
+        why = (
+            f"its float32 copy would take {gib:.1f} GiB > stream_above_gib "
+            if mode == "auto"
+            else ""
+        )
+        name = task.builder.split(":")[0]
+        raise ValueError(
+            f"{where} is to be streamed ({why}stream = {mode!r}), which needs random access, but "
+            f"it is prepared as {sorted(formats)}: prepare it as array_record (`tfds build {name} "
+            f"--file_format=array_record`, or convert the prepared files with `tfds "
+            f"convert_format`), or set stream = 'never' to read it into memory."
+        )
+    return True
+
+
+def _not_prepared(builder, task: TfdsTask) -> FileNotFoundError:
+    """The error for a dataset that data_dir lacks, saying how to prepare it."""
+    name = task.builder.split(":")[0]
+    return FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in data_dir {builder.data_dir}. Nothing is "
+        f"downloaded at run time: on a machine with internet run `tfds build {name} "
+        f"--data_dir=DIR` (some datasets need manual downloads, see the TFDS catalog), "
+        f"copy DIR here and set the data config's data_dir to it."
+    )
+
+
+def _streamed_split(builder, task: TfdsTask, spec: str, image_size: int, where: str):
+    """The split as a StreamedSplit over its array_record files (tfds's random access)."""
+    tfds = _tfds_module()
+    records = builder.as_data_source(
+        split=spec,
+        deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+        file_format="array_record",
+    )
+    if len(records) == 0:
+        raise ValueError(f"{where} has no examples.")
+    decode = _record_decoder(builder.info.features, task, image_size)
+    return StreamedSplit(records, decode, task.num_classes, where)
+
+
+def _record_decoder(features, task: TfdsTask, image_size: int):
+    """serialized examples -> (images (B, S, S, 3) uint8 or text columns, labels (B,) int32).
+
+    The ops of the in-memory path's tf.data map (deserialize, task.prepare,
+    _resize_tf), traced once and mapped over a batch by _DECODE_THREADS
+    parallel iterations.
+    """
+    tf = _tf()
+
+    def one(serialized):
+        x, label = task.prepare(features.deserialize_example(serialized))
+        return (_resize_tf(x, image_size) if task.kind == "image" else x), tf.cast(label, tf.int32)
+
+    example = tf.TensorSpec((image_size, image_size, 3), tf.uint8)
+    if task.kind == "text":
+        columns = task.prepare(features.get_tensor_spec())[0]
+        example = tuple(tf.TensorSpec((), tf.string) for _ in columns)
+    signature = (example, tf.TensorSpec((), tf.int32))
+
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)])
+    def batch(records):
+        return tf.map_fn(
+            one, records, fn_output_signature=signature, parallel_iterations=_DECODE_THREADS
+        )
+
+    def decode(records: list) -> tuple[Any, np.ndarray]:
+        x, labels = batch(tf.constant(records, dtype=tf.string))
+        if task.kind == "image":
+            return x.numpy(), labels.numpy()
+        return tuple([v.decode("utf-8") for v in c.numpy()] for c in x), labels.numpy()
+
+    return decode
+
+
 def _read_tfds_split(builder, task: TfdsTask, spec: str, image_size: int, where: str):
     """Reads one split: (images (N, S, S, 3) float32 in [-1, 1] or text columns, labels (N,))."""
     tf = _tf()
     try:
         ds = builder.as_dataset(split=spec, shuffle_files=False)
     except AssertionError as e:  # tfds's way of saying that the files are not there.
-        name = task.builder.split(":")[0]
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} is not prepared in data_dir {builder.data_dir}. Nothing is "
-            f"downloaded at run time: on a machine with internet run `tfds build {name} "
-            f"--data_dir=DIR` (some datasets need manual downloads, see the TFDS catalog), "
-            f"copy DIR here and set the data config's data_dir to it."
-        ) from e
+        raise _not_prepared(builder, task) from e
+    except NotImplementedError:  # array_record only: tfds reads it by random access alone
+        return _read_records(_streamed_split(builder, task, spec, image_size, where), task.kind)
 
     def prepare(example):
         x, label = task.prepare(example)
@@ -702,6 +937,21 @@ def _read_tfds_split(builder, task: TfdsTask, spec: str, image_size: int, where:
         [s.decode("utf-8") for x, _ in chunks for s in x[c]] for c in range(len(chunks[0][0]))
     )
     return columns, labels
+
+
+def _read_records(split: StreamedSplit, kind: str):
+    """All of a record split in memory: _read_tfds_split's (inputs, labels)."""
+    n, labels, parts = split.num_examples, [], []
+    for start in range(0, n, _READ_CHUNK):
+        x, y = split.decode(
+            split.records.__getitems__(list(range(start, min(n, start + _READ_CHUNK))))
+        )
+        parts.append(x)
+        labels.append(y)
+    labels = np.concatenate(labels)
+    if kind == "image":
+        return _model_images(parts), labels
+    return tuple(sum((list(p[c]) for p in parts), []) for c in range(len(parts[0]))), labels
 
 
 # ---------------------------------------------------------------------------

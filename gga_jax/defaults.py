@@ -79,6 +79,12 @@ def base() -> ml_collections.ConfigDict:
     # Your own data: the share of train held out as test when test has no path or split,
     # in [0, 1] (None: 0.2).
     c.data.test_fraction = ml_collections.FieldReference(None, field_type=float)
+    # The paper's TFDS datasets: "auto" reads an image split on demand (uint8, random
+    # access over array_record) when its float32 copy would exceed stream_above_gib GiB;
+    # "always" streams every image split, "never" none (data.StreamedSplit).
+    c.data.stream = "auto"
+    c.data.stream_above_gib = 8.0  # "auto" streams a split above this many GiB (> 0)
+    c.data.prefetch = 2  # training and eval batches read ahead in a thread (int >= 0)
 
     # Each adapter (docs/spec.md §2): LayerNorm, down-projection to rank r, activation,
     # up-projection initialised to zero, so a new adapter leaves the backbone unchanged.

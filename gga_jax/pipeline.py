@@ -292,9 +292,7 @@ def pretrained_head(config, factory, params, splits, workdir, partitioner, cache
     recipe = head_recipe(config)
 
     def make():
-        batches = lambda start: data_lib.train_batches(  # noqa: E731
-            splits["train"], config.train.batch_size, config.seed + 1, start
-        )
+        batches = train_batches(config, splits, seed=config.seed + 1)
         model = factory(())
         trained, _ = train_lib.fit(
             model,
@@ -389,15 +387,14 @@ def compute_scores(config, model, params, split, partitioner, adapted=None) -> n
     """
     s = config.scoring
     num = min(s.num_examples, split.num_examples)
-    rows = scoring_rows(split.num_examples, num, config.seed)
-    inputs = jax.tree_util.tree_map(lambda x: x[rows], split.inputs)
+    examples = split.take(scoring_rows(split.num_examples, num, config.seed))
     start = time.perf_counter()
     scores = np.asarray(
         scoring.score_edges(
             model,
             params,
-            inputs,
-            split.labels[rows],
+            examples["inputs"],
+            examples["labels"],
             aggregation=s.aggregation,
             eta=s.eta,
             micro_batch=s.micro_batch if s.micro_batch and num % s.micro_batch == 0 else None,
@@ -631,11 +628,22 @@ def init_params(config, model) -> dict:
     return {"adapters": fresh} if fresh else {}
 
 
-def train_batches(config, splits):
-    """batches(start_step) of the training split in config.seed's order."""
-    return lambda begin: data_lib.train_batches(
-        splits["train"], config.train.batch_size, config.seed, begin
-    )
+def train_batches(config, splits, seed: int | None = None):
+    """batches(start_step) of the training split in the order of seed (None: config.seed).
+
+    Each process reads only its own rows of each global batch, data.prefetch
+    batches ahead of the step (data.train_batches, data.prefetch).
+    """
+    rows = sharding.host_rows(config.train.batch_size) if jax.process_count() > 1 else None
+    order = config.seed if seed is None else seed
+
+    def batches(begin):
+        read = data_lib.train_batches(
+            splits["train"], config.train.batch_size, order, begin, rows=rows
+        )
+        return data_lib.prefetch(read, config.data.prefetch)
+
+    return batches
 
 
 def edge_row(model) -> dict[str, Any]:
@@ -662,6 +670,7 @@ def evaluate_splits(config, model, params, splits, partitioner, caches=None) -> 
         if split is None or split.num_examples == 0:
             continue
         batches = data_lib.eval_batches(split, config.train.eval_batch_size)
+        batches = data_lib.prefetch(batches, config.data.prefetch)
         cached = caches(name) if caches else None
         result = train_lib.evaluate(step, params, batches, partitioner, cached)
         out.update({f"{name}_{k}": v for k, v in result.items()})
@@ -814,7 +823,7 @@ def shared_data(config, cache: dict | None = None) -> dict[str, Any]:
 
 def shared_backbone(config, splits, partitioner, cache: dict | None = None):
     """backbone(config, ...), shared through `cache` by runs with the same model config."""
-    example = jax.tree_util.tree_map(lambda x: x[:1], splits["train"].inputs)
+    example = splits["train"].take([0])["inputs"]
     flat = flat_config(config)
     key = {k: v for k, v in flat.items() if k.startswith(("model.", "adapter.", "mesh", "seed"))}
     key["num_classes"] = splits["num_classes"]

@@ -294,16 +294,28 @@ class Partitioner:
                 f"{jax.process_count()} processes."
             )
 
-    def to_global(self, batch: Mapping[str, Any]) -> Any:
-        """A global batch (identical numpy rows on every host) -> global sharded jax.Arrays.
+    def to_global(self, batch: Mapping[str, Any], global_size: int | None = None) -> Any:
+        """A batch -> global sharded jax.Arrays.
 
-        Each process hands over only its own rows (`host_rows`); on one host that
-        is the whole batch.
+        global_size None: `batch` is the whole global batch (identical numpy
+        rows on every host) and each process hands over only its own rows
+        (`host_rows`). An int: `batch` already holds just this process's rows of
+        a global batch of that size (data.train_batches with rows=host_rows).
+        On one host both are the whole batch.
         """
         size = len(jax.tree_util.tree_leaves(batch)[0])
-        rows = host_rows(size)
-        local = jax.tree_util.tree_map(lambda x: np.asarray(x)[rows], batch)
-        return global_batch(local, self.batch, size)
+        if global_size is None:
+            rows = host_rows(size)
+            local = jax.tree_util.tree_map(lambda x: np.asarray(x)[rows], batch)
+            return global_batch(local, self.batch, size)
+        rows = host_rows(global_size)
+        if size != rows.stop - rows.start:
+            raise ValueError(
+                f"A batch of {size} rows on process {jax.process_index()}, but its part of a "
+                f"global batch of {global_size} on {jax.process_count()} processes is "
+                f"{rows.stop - rows.start} rows ({rows.start}:{rows.stop})."
+            )
+        return global_batch(batch, self.batch, global_size)
 
 
 def _rule(rule):

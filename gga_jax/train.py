@@ -358,8 +358,9 @@ def fit(
 
     Resumes from the latest checkpoint in `workdir` (same trainable names and
     shapes required), saves every config.checkpoint_every steps and at the end.
-    `batches(start_step)` yields the training batches from that step on (the same
-    global batch on every host). With a partitioner, parameters, optimizer state
+    `batches(start_step)` yields the training batches from that step on: this
+    process's rows (sharding.host_rows) of each global batch of config.batch_size,
+    the whole batch on one host. With a partitioner, parameters, optimizer state
     and batches are placed on its mesh by its rules, the frozen backbone included.
     `cache` ({"pass1": {i: (N, T, d)}, "prefix": {k: (N, T, d)}} from `plain_values`,
     rows indexed by the batches' "index") feeds recurrent edges their first-pass
@@ -378,7 +379,7 @@ def fit(
     start, restored = manager.restore_latest(state)
     trainable, opt_state = (restored or state)["trainable"], (restored or state)["opt_state"]
     step_fn = make_train_step(model, opt, config.label_smoothing, shardings)
-    place = _feeder(partitioner, cache, model)
+    place = _feeder(partitioner, cache, model, partitioner and config.batch_size)
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     metrics, begin, done = {}, time.perf_counter(), 0
     tail = final_loss_steps(config.steps)
@@ -434,8 +435,11 @@ def final_loss(history: list[dict], steps: int) -> float | None:
     return float(np.mean(last)) if last else None
 
 
-def _feeder(partitioner, cache=None, model=None):
+def _feeder(partitioner, cache=None, model=None, global_size=None):
     """batch -> what the step takes: "index" swapped for cached node rows, placed on the mesh.
+
+    global_size: the batches hold this process's rows of global batches of this
+    size (Partitioner.to_global); None: they are the global batches.
 
     With a model, each host batch's labels and inputs are first checked by
     models.check_batch (integer checks on the host, cheap beside a step).
@@ -454,7 +458,7 @@ def _feeder(partitioner, cache=None, model=None):
             raise ValueError("A node cache needs batches with an 'index' (data.Split.take).")
         for name, values in cache.items():
             batch[name] = {k: v[index] for k, v in values.items()}
-        return batch if partitioner is None else partitioner.to_global(batch)
+        return batch if partitioner is None else partitioner.to_global(batch, global_size)
 
     return feed
 

@@ -623,9 +623,9 @@ CASES = [
         r"all 25 candidate scores equal 0, so picking 6 of them would follow tie-breaking alone",
     ),
     Case(
-        "ViT: uint8 images",
-        apply_on(dtype=np.uint8),
-        r"images are uint8; the ViT takes float images in \[-1, 1\]",
+        "ViT: int32 images",
+        apply_on(dtype=np.int32),
+        r"images are int32; the ViT takes float images in \[-1, 1\] or uint8 pixels",
     ),
     Case(
         "ViT: images not a multiple of the patch size",

@@ -28,6 +28,10 @@ from gga_jax import adapters as adapters_lib
 from gga_jax import graph, models
 
 # width, depth, mlp_dim, num_heads (big_vision's table).
+# uint8 pixel p -> p / 127.5 - 1 in float32, as data.Split holds images (127.5 is
+# exact in float32): looked up on the device, so uint8 batches map to the same bits.
+UINT8_VALUES = np.arange(256, dtype=np.uint8) / np.float32(127.5) - np.float32(1)
+
 VARIANTS = {
     "mu": (32, 1, 128, 2),
     "Ti": (192, 12, 768, 3),
@@ -209,7 +213,7 @@ class _Model(nn.Module):
         (min >= 0, max > 1.5) where this library's convention is [-1, 1].
         """
         self._check_image_type(images)
-        if not values:
+        if not values or images.dtype == jnp.uint8:  # every uint8 value is a valid pixel
             return
         low, high, finite = models.array_range(images)
         if not finite:
@@ -225,10 +229,10 @@ class _Model(nn.Module):
         shape, dtype = np.shape(image), getattr(image, "dtype", None)
         if len(shape) != 4:
             raise ValueError(f"images must be (B, H, W, C), got shape {shape}.")
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        if dtype is None or not (jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.uint8):
             raise ValueError(
-                f"images are {dtype}; the ViT takes float images in [-1, 1] "
-                f"(for uint8 pixels: x / 127.5 - 1, as gga_jax.data does)."
+                f"images are {dtype}; the ViT takes float images in [-1, 1] or uint8 pixels "
+                f"in [0, 255]."
             )
         (h, w), (ph, pw) = shape[1:3], tuple(self.patch_size)
         if h % ph or w % pw:
@@ -264,6 +268,8 @@ class _Model(nn.Module):
     def _embed(self, image):
         self._check_image_type(image)
         self._check_against_params(image)
+        if image.dtype == jnp.uint8:  # a table lookup: the float32 values data.Split holds
+            image = jnp.asarray(UINT8_VALUES)[image]
         x = nn.Conv(
             self.width,
             tuple(self.patch_size),
