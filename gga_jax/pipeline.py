@@ -49,9 +49,11 @@ _KEY = jax.ShapeDtypeStruct((2,), np.uint32)  # an abstract PRNGKey
 SCORED_POLICIES = ("gga", "top_k", "iterative_gga")
 # Node-cache entries (split x node set) an experiment keeps: a group's select and final runs.
 NODE_CACHES = 4
-# Keys that may change between a run and its resumption (they do not change results;
-# the node caches change how nodes are computed, by float rounding at most).
+# Keys that may change between a run and its resumption (they do not change results:
+# prefetch only reads ahead; the node caches change how nodes are computed, by float
+# rounding at most).
 RESUMABLE_KEYS = (
+    "data.prefetch",
     "train.log_every",
     "train.checkpoint_every",
     "train.pass1_cache",

@@ -220,8 +220,8 @@ def test_a_sweep_killed_midway_finishes_with_the_same_table(uninterrupted, tmp_p
     calls = {"n": 0}
     original = data_lib.train_batches
 
-    def dying(split, batch_size, seed, start=0):
-        for batch in original(split, batch_size, seed, start):
+    def dying(split, batch_size, seed, start=0, rows=None):
+        for batch in original(split, batch_size, seed, start, rows=rows):
             calls["n"] += 1
             # Heads of 2 steps (select data, then final data) and runs of 4: batch 15 is
             # step 3 of the first final run, after its step-2 checkpoint.
@@ -230,8 +230,10 @@ def test_a_sweep_killed_midway_finishes_with_the_same_table(uninterrupted, tmp_p
             yield batch
 
     monkeypatch.setattr(data_lib, "train_batches", dying)
+    killed = small_e1()
+    killed.base.data.prefetch = 0  # no reading ahead: the kill lands at the same step each time
     with pytest.raises(KilledError):
-        experiments.execute(small_e1(), workdir, "1/4")
+        experiments.execute(killed, workdir, "1/4")
     monkeypatch.setattr(data_lib, "train_batches", original)
     assert os.path.exists(os.path.join(workdir, "runs", "parallel_0_1", "select_lr0.01_s0"))
     summary = experiments.execute(small_e1(), workdir, "1/4")
