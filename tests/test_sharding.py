@@ -336,21 +336,24 @@ print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
 """
 
 
-def test_two_processes_train_like_one_device(tmp_path):
-    """jax.distributed over 2 CPU processes (gloo), each feeding its own rows of the batch."""
+def two_processes(script: str, args: list[str], local_devices: int) -> list[str]:
+    """The stdouts of `python -c script *args` run as processes 0 and 1 of jax.distributed.
+
+    Each process has `local_devices` CPU devices; both must exit 0.
+    """
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     procs = []
     for pid in range(2):
         env = cpu_env(
-            2,
+            local_devices,
             GGA_JAX_DISTRIBUTED="1",
             JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
             GGA_JAX_NUM_PROCESSES="2",
             GGA_JAX_PROCESS_ID=str(pid),
         )
-        cmd = [sys.executable, "-c", MULTIHOST_SCRIPT, str(tmp_path / "run")]
+        cmd = [sys.executable, "-c", script, *args]
         procs.append(
             subprocess.Popen(
                 cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -359,7 +362,13 @@ def test_two_processes_train_like_one_device(tmp_path):
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-4000:]
-    for pid, (out, _) in enumerate(outputs):
+    return [out for out, _ in outputs]
+
+
+def test_two_processes_train_like_one_device(tmp_path):
+    """jax.distributed over 2 CPU processes (gloo), each feeding its own rows of the batch."""
+    outputs = two_processes(MULTIHOST_SCRIPT, [str(tmp_path / "run")], local_devices=2)
+    for pid, out in enumerate(outputs):
         assert json.loads(out.strip().splitlines()[-1]) == {
             "process": pid,
             "devices": 4,

@@ -2,9 +2,6 @@
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 
 import jax
@@ -229,30 +226,11 @@ print(json.dumps({"process": jax.process_index(), "read": read}))
 
 def test_two_processes_each_read_only_their_rows(dirs, task):
     """jax.distributed over 2 CPU processes: each reads its half of each batch, once."""
-    from test_sharding import cpu_env
+    from test_sharding import two_processes
 
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for pid in range(2):
-        env = cpu_env(
-            1,
-            GGA_JAX_DISTRIBUTED="1",
-            JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-            GGA_JAX_NUM_PROCESSES="2",
-            GGA_JAX_PROCESS_ID=str(pid),
-        )
-        cmd = [sys.executable, "-c", TWO_PROCESS_SCRIPT, dirs["array_record"], str(NUM)]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-4000:]
-    read = [json.loads(out.strip().splitlines()[-1])["read"] for out, _ in outputs]
+    args = [dirs["array_record"], str(NUM)]
+    outputs = two_processes(TWO_PROCESS_SCRIPT, args, local_devices=1)
+    read = [json.loads(out.strip().splitlines()[-1])["read"] for out in outputs]
     held = load(dirs["tfrecord"], "never")["train"]
     expected = data.train_batches(held, 16, seed=defaults.base().seed, start_step=2)
     for step, batch in zip(range(4), expected):
