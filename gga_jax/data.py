@@ -943,11 +943,9 @@ def _read_records(split: StreamedSplit, kind: str):
     """All of a record split in memory: _read_tfds_split's (inputs, labels)."""
     n, labels, parts = split.num_examples, [], []
     for start in range(0, n, _READ_CHUNK):
-        x, y = split.decode(
-            split.records.__getitems__(list(range(start, min(n, start + _READ_CHUNK))))
-        )
-        parts.append(x)
-        labels.append(y)
+        chunk = split.take(np.arange(start, min(n, start + _READ_CHUNK)))
+        parts.append(chunk["inputs"])
+        labels.append(chunk["labels"])
     labels = np.concatenate(labels)
     if kind == "image":
         return _model_images(parts), labels

@@ -27,11 +27,11 @@ import numpy as np
 from gga_jax import adapters as adapters_lib
 from gga_jax import graph, models
 
-# width, depth, mlp_dim, num_heads (big_vision's table).
 # uint8 pixel p -> p / 127.5 - 1 in float32, as data.Split holds images (127.5 is
 # exact in float32): looked up on the device, so uint8 batches map to the same bits.
 UINT8_VALUES = np.arange(256, dtype=np.uint8) / np.float32(127.5) - np.float32(1)
 
+# width, depth, mlp_dim, num_heads (big_vision's table).
 VARIANTS = {
     "mu": (32, 1, 128, 2),
     "Ti": (192, 12, 768, 3),
